@@ -1,0 +1,185 @@
+"""The one checkpoint format shared by the app, the trainer and the Hub.
+
+A checkpoint is a folder: ``config.json`` (what to build and how to feed it),
+``model.safetensors`` (weights, no pickle so a downloaded model cannot run code) and a
+model card ``README.md``. Other files (a gallery for the explorer, plots) may sit beside them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from . import __version__
+from .registry import create_model
+
+FORMAT_VERSION = 1
+CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.json", "model.safetensors", "README.md"
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder that cannot be used; the message names the file and what is wrong."""
+
+
+@dataclass
+class ModelConfig:
+    architecture: str
+    #: task name -> ordered label names (index i of the head is labels[i])
+    tasks: dict[str, list[str]]
+    input_size: int = 160
+    #: "squash": whole image to size×size, how WikiArt-11 was made; "center_crop": short side then crop
+    resize: str = "squash"
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    #: extra keyword arguments for ``create_model`` (embed_dim, arcface_task, dropout, ...)
+    model_args: dict = field(default_factory=dict)
+    #: per-task softmax temperature fitted on validation data, so probabilities are calibrated
+    temperature: dict[str, float] = field(default_factory=dict)
+    #: per-task label that means "none of the known classes" (e.g. artist "other")
+    unknown_label: dict[str, str] = field(default_factory=dict)
+    #: metrics measured at export ({task: {metric: value}}), shown in the card and the app
+    metrics: dict = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+    artattr_version: str = __version__
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = CONFIG_FILE) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        missing = [k for k in ("architecture", "tasks") if k not in data]
+        if missing:
+            raise CheckpointError(f"{source}: missing required key(s) {missing}; is this an ArtAttr checkpoint?")
+        if int(data.get("format_version", 1)) > FORMAT_VERSION:
+            raise CheckpointError(f"{source}: format_version {data['format_version']} is newer than this ArtAttr supports ({FORMAT_VERSION}); upgrade artattr.")
+        if not isinstance(data["tasks"], dict) or not all(isinstance(v, list) and v for v in data["tasks"].values()):
+            raise CheckpointError(f"{source}: 'tasks' must map each task to a non-empty list of label names.")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def build_model(config: ModelConfig, pretrained: bool = False) -> nn.Module:
+    return create_model(config.architecture, tasks=config.tasks, pretrained=pretrained, **config.model_args)
+
+
+def model_card(config: ModelConfig, description: str = "") -> str:
+    """A Hub-style model card: what it was trained on, how well it does, and where it fails."""
+    lines = [
+        "---", "library_name: artattr", "tags: [art, wikiart, image-classification, artattr]",
+        "datasets: [huggan/wikiart]", "---", "",
+        f"# ArtAttr model: `{config.architecture}`", "",
+        description or "Multi-task attribution model (artist, style, genre) for photos of paintings.", "",
+        "## Tasks", "",
+    ]
+    for task, labels in config.tasks.items():
+        lines.append(f"- **{task}**: {len(labels)} classes" + (f" (`{config.unknown_label[task]}` = not a known class)" if task in config.unknown_label else ""))
+    if config.metrics:
+        keys = sorted({k for m in config.metrics.values() if isinstance(m, dict) for k in m})
+        lines += ["", "## Metrics", "", "| task | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        for task, m in config.metrics.items():
+            if isinstance(m, dict):
+                lines.append(f"| {task} | " + " | ".join(_fmt(m.get(k)) for k in keys) + " |")
+    lines += [
+        "", "## Input", "",
+        f"{config.input_size}×{config.input_size} px RGB ({config.resize}), normalised with mean {config.mean} and std {config.std}.",
+        "", "## Intended use and limitations", "",
+        "An aid for art historians, not an authentication: it ranks likely artists, movements and genres",
+        "from the look of a photo. It knows only the classes listed in `config.json`, learned from WikiArt",
+        "reproductions (mostly Western art, 15th–20th century); photos with frames, glare or heavy crops,",
+        "forgeries and works by unlisted artists will still get confident-looking answers. Use the heatmaps",
+        "and similar works to check why, and treat low top probabilities as 'uncertain'.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(v) -> str:
+    return "" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+
+
+def save_checkpoint(model: nn.Module, config: ModelConfig, out_dir: str | os.PathLike, description: str = "",
+                    half: bool = False, extra_files: dict[str, str | os.PathLike] | None = None) -> Path:
+    """Write a checkpoint folder atomically: a crash or full disk never leaves a half-written one."""
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)
+    try:
+        state = {k: (v.half() if half and v.is_floating_point() else v).detach().contiguous().cpu()
+                 for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "artattr_format": str(FORMAT_VERSION)})
+        (tmp / CONFIG_FILE).write_text(config.to_json() + "\n")
+        (tmp / CARD_FILE).write_text(model_card(config, description))
+        keep = dict(extra_files or {})
+        if out.is_dir():  # files others put beside the weights (gallery, plots) survive a re-save
+            for p in out.iterdir():
+                if p.name not in (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE) and p.name not in keep:
+                    keep[p.name] = p
+        for name, src in keep.items():
+            (shutil.copytree if Path(src).is_dir() else shutil.copy2)(src, tmp / name)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def read_config(model_dir: str | os.PathLike) -> ModelConfig:
+    path = Path(model_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not found; an ArtAttr checkpoint folder needs {CONFIG_FILE} and {WEIGHTS_FILE}.")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err}).") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object.")
+    return ModelConfig.from_dict(data, source=str(path))
+
+
+def load_checkpoint(model_dir: str | os.PathLike) -> tuple[nn.Module, ModelConfig]:
+    """Build the model a checkpoint folder describes and load its weights (as float32, eval mode)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    config = read_config(model_dir)
+    weights = Path(model_dir) / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: not found.")
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{weights}: corrupt or truncated safetensors file ({err}).") from None
+    try:
+        model = build_model(config)
+    except ValueError as err:
+        raise CheckpointError(f"{Path(model_dir) / CONFIG_FILE}: {err}") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{weights}: does not match architecture {config.architecture!r} with tasks "
+            f"{ {t: len(v) for t, v in config.tasks.items()} } (missing {missing[:3]}, unexpected {unexpected[:3]})."
+        )
+    for key, tensor in state.items():
+        if tensor.shape != expected[key].shape:
+            raise CheckpointError(f"{weights}: tensor {key} has shape {tuple(tensor.shape)}, expected {tuple(expected[key].shape)}.")
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+    return model.eval(), config

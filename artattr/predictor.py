@@ -1,0 +1,123 @@
+"""Inference: images in, calibrated top-k answers and embeddings out."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+from PIL import Image
+
+from .checkpoint import ModelConfig, load_checkpoint
+from .hub import resolve
+from .images import ImageInput, load_image
+from .models.heads import EMBEDDING_KEYS
+
+
+@dataclass
+class Output:
+    """Everything one forward pass gives for one image; the app caches this per upload."""
+
+    probs: dict[str, np.ndarray]        # task -> calibrated probabilities over that task's labels
+    embedding: np.ndarray | None        # unit-norm retrieval embedding
+    sphere: np.ndarray | None           # unit-norm 3-D ArcFace coordinates
+
+
+class Predictor:
+    """A loaded checkpoint ready for inference; cheap to call, safe to share across threads."""
+
+    def __init__(self, model: nn.Module, config: ModelConfig, model_dir: str | os.PathLike | None = None):
+        self.model = model.eval()
+        self.config = config
+        self.model_dir = Path(model_dir) if model_dir else None
+        self.labels = config.tasks
+        self._mean = torch.tensor(config.mean).view(3, 1, 1)
+        self._std = torch.tensor(config.std).view(3, 1, 1)
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.config.tasks)
+
+    def resize(self, img: Image.Image) -> Image.Image:
+        """The model's view of an image: exactly what training saw (see ``ModelConfig.resize``)."""
+        size = self.config.input_size
+        if self.config.resize == "center_crop":
+            w, h = img.size
+            scale = size / min(w, h)
+            img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR, reducing_gap=3.0)
+            left, top = (img.width - size) // 2, (img.height - size) // 2
+            return img.crop((left, top, left + size, top + size))
+        return img.resize((size, size), Image.BILINEAR, reducing_gap=3.0)
+
+    def load(self, image: ImageInput) -> Image.Image:
+        """Decode an upload (see :func:`artattr.images.load_image`), skipping detail the model never sees."""
+        return load_image(image, draft_size=self.config.input_size * 2)
+
+    def to_tensor(self, image: ImageInput) -> torch.Tensor:
+        """(3, S, S) normalised float tensor for one image."""
+        img = self.resize(self.load(image))
+        x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
+        return (x - self._mean) / self._std
+
+    @torch.inference_mode()
+    def forward_batch(self, batch: torch.Tensor) -> list[Output]:
+        out = self.model(batch)
+        probs = {t: torch.softmax(out[t].float() / self.config.temperature.get(t, 1.0), dim=-1).numpy()
+                 for t in self.config.tasks}
+        emb = {k: out[k].float().numpy() for k in EMBEDDING_KEYS if k in out}
+        return [
+            Output(probs={t: p[i] for t, p in probs.items()},
+                   embedding=emb["embedding"][i] if "embedding" in emb else None,
+                   sphere=emb["sphere"][i] if "sphere" in emb else None)
+            for i in range(batch.shape[0])
+        ]
+
+    def run(self, image: ImageInput) -> Output:
+        return self.forward_batch(self.to_tensor(image)[None])[0]
+
+    def top_k(self, output: Output, top_k: int = 5) -> dict[str, list[tuple[str, float]]]:
+        result = {}
+        for task, p in output.probs.items():
+            order = np.argsort(-p)[:top_k]
+            result[task] = [(self.labels[task][i], float(p[i])) for i in order]
+        return result
+
+    def predict(self, image: ImageInput, top_k: int = 5) -> dict[str, list[tuple[str, float]]]:
+        """``{task: [(label, probability), ...]}``, most likely first."""
+        return self.top_k(self.run(image), top_k)
+
+    def predict_batch(self, images: Sequence[ImageInput], top_k: int = 5, batch_size: int = 32) -> list[dict]:
+        """Top-k answers for many images, batched; an unreadable image raises naming its index."""
+        return [self.top_k(o, top_k) for o in self.run_batch(images, batch_size)]
+
+    def run_batch(self, images: Iterable[ImageInput], batch_size: int = 32) -> list[Output]:
+        outputs, pending = [], []
+        for i, image in enumerate(images):
+            try:
+                pending.append(self.to_tensor(image))
+            except ValueError as err:
+                raise ValueError(f"image {i} ({image if isinstance(image, (str, Path)) else type(image).__name__}): {err}") from None
+            if len(pending) == batch_size:
+                outputs += self.forward_batch(torch.stack(pending))
+                pending = []
+        if pending:
+            outputs += self.forward_batch(torch.stack(pending))
+        return outputs
+
+    def embed(self, image: ImageInput) -> np.ndarray:
+        """Unit-norm retrieval embedding of one image (what the similar-works search compares)."""
+        out = self.run(image)
+        if out.embedding is None:
+            raise ValueError(f"Model {self.config.architecture} has no embedding head.")
+        return out.embedding
+
+
+def load(model_id: str | os.PathLike = "default") -> Predictor:
+    """Load a checkpoint by id: ``"default"``, a local folder, or ``hf-hub:ORG/NAME[@REV]``."""
+    model_dir = resolve(model_id)
+    model, config = load_checkpoint(model_dir)
+    return Predictor(model, config, model_dir)

@@ -1,0 +1,1 @@
+"""Training and evaluation CLI for ArtAttr models (uses the artattr library)."""
