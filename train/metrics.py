@@ -7,7 +7,7 @@ from sklearn.metrics import balanced_accuracy_score, f1_score
 
 
 def task_metrics(probs: np.ndarray, targets: np.ndarray) -> dict[str, float | int]:
-    """top-1, top-5, macro-F1 and balanced accuracy over the rows whose label is known (>= 0).
+    """top-1, top-5, macro-F1, balanced accuracy and calibration error (ECE) over the rows whose label is known (>= 0).
 
     Macro-F1 averages over the classes present in the targets, so a 129-way head evaluated on
     a subset is not punished for classes with no examples.
@@ -16,16 +16,21 @@ def task_metrics(probs: np.ndarray, targets: np.ndarray) -> dict[str, float | in
     probs, targets = probs[keep], targets[keep]
     n = int(len(targets))
     if n == 0:
-        return {"top1": float("nan"), "top5": float("nan"), "macro_f1": float("nan"), "balanced_acc": float("nan"), "n": 0}
+        return {"top1": float("nan"), "top5": float("nan"), "macro_f1": float("nan"), "balanced_acc": float("nan"), "ece": float("nan"), "n": 0}
     pred = probs.argmax(1)
     k = min(5, probs.shape[1])
     topk = np.argpartition(-probs, k - 1, axis=1)[:, :k]
     present = np.unique(targets)
+    conf = probs.max(1)
+    bins = np.minimum((conf * 15).astype(int), 14)  # expected calibration error, 15 equal-width bins
+    ece = sum(abs((pred[bins == b] == targets[bins == b]).mean() - conf[bins == b].mean()) * (bins == b).mean()
+              for b in np.unique(bins))
     return {
         "top1": float((pred == targets).mean()),
         "top5": float((topk == targets[:, None]).any(1).mean()),
         "macro_f1": float(f1_score(targets, pred, labels=present, average="macro", zero_division=0)),
         "balanced_acc": float(balanced_accuracy_score(targets, pred)) if len(present) > 1 else float((pred == targets).mean()),
+        "ece": float(ece),
         "n": n,
     }
 
