@@ -1,0 +1,313 @@
+"""ArtAttr web app: upload a photo of a painting, get artist / style / genre, see why, explore neighbours.
+
+Run ``python app.py`` (or ``./run app``). Extra models for the picker come from ``ARTATTR_MODEL``
+(comma-separated checkpoint folders or ``hf-hub:ORG/NAME[@REV]`` ids); the embedded default is
+always there, so a model that fails to download costs a warning, not the app.
+
+Uploads reach the handlers as the original file (``preprocess=False``): ``artattr.images.load_image``,
+not Gradio's PIL round-trip, decides what a valid picture is (size cap before decoding, EXIF, CMYK,
+16-bit, first GIF frame). One forward pass per upload is kept in ``gr.State`` so changing the heatmap
+class, the explorer view or the colouring never recomputes it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gradio as gr
+from PIL import Image
+
+import artattr
+
+ROOT = Path(__file__).resolve().parent
+EXAMPLES = sorted((ROOT / "examples").glob("*.jpg"))
+TASKS = ("artist", "style", "genre")
+#: A calibrated top probability below this is shown as a guess, not an answer.
+UNCERTAIN_BELOW = 0.5
+#: Heatmaps are drawn on a copy this large; the model itself only ever sees ``input_size``.
+DISPLAY_SIZE = 448
+N_SIMILAR = 8
+PLOT_HEIGHT = 520
+#: Methods that take seconds on 2 CPU cores: they run only when the user presses "Explain".
+SLOW_METHODS = ("occlusion",)
+
+
+@dataclass
+class Model:
+    predictor: artattr.Predictor
+    gallery: object | None  # artattr.embed.Gallery; None when the checkpoint ships no gallery
+
+
+@dataclass
+class Upload:
+    """Everything one upload costs once; heatmaps are memoised per (method, task, class)."""
+
+    model_id: str
+    image: Image.Image  # display copy, at most DISPLAY_SIZE px
+    output: artattr.Output
+    heatmaps: dict = field(default_factory=dict)
+
+
+_models: dict[str, Model] = {}
+_models_lock = threading.Lock()
+#: The ids the picker offers (set by ``build_app``): API callers cannot make the server load other paths or repos.
+_offered: list[str] = ["default"]
+
+
+def get_model(model_id: str) -> Model:
+    """Load a model (and its gallery) once and share it between sessions; predictors are thread-safe."""
+    if model_id not in _models:
+        with _models_lock:
+            if model_id not in _models:
+                predictor = artattr.load(model_id)
+                try:  # TEMP until artattr.embed lands
+                    from artattr.embed import Gallery
+                    gallery = Gallery.load(predictor.model_dir)
+                except ImportError:
+                    gallery = None
+                _models[model_id] = Model(predictor, gallery)
+    return _models[model_id]
+
+
+def model_choices(model_ids: list[str] | None = None) -> list[str]:
+    """"default" first, then the given ids (or those in ``ARTATTR_MODEL``), without duplicates."""
+    if model_ids is None:
+        model_ids = os.environ.get("ARTATTR_MODEL", "").split(",")
+    return list(dict.fromkeys(["default", *(m.strip() for m in model_ids if m.strip())]))
+
+
+def pretty(task: str, label: str) -> str:
+    """Display name of a raw label: 'claude-monet' -> 'Claude Monet', 'genre_painting' -> 'Genre painting'."""
+    text = label.replace("_", " ")
+    return text.replace("-", " ").title() if task == "artist" else text[:1].upper() + text[1:]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Handlers. Each takes plain values and returns plain values, so the API and the UI share them.
+
+
+def _source(upload: dict | str | None) -> str | None:
+    """The uploaded file's path: a FileData dict from the browser/gradio_client, or a plain path."""
+    if isinstance(upload, dict):
+        return upload.get("path")
+    return upload
+
+
+def _labels(model: Model, upload: Upload | None) -> list[dict | None]:
+    if upload is None:
+        return [None] * len(TASKS)
+    top = model.predictor.top_k(upload.output, 5)
+    return [{pretty(t, label): p for label, p in top[t]} if t in top else None for t in TASKS]
+
+
+def _note(predictor: artattr.Predictor, output: artattr.Output) -> str:
+    """Say plainly when an answer is a guess: calibrated probabilities make the threshold meaningful."""
+    lines = []
+    for task in TASKS:
+        if task not in output.probs:
+            continue
+        p = output.probs[task]
+        best = int(p.argmax())
+        label = predictor.labels[task][best]
+        if label == predictor.config.unknown_label.get(task):
+            known = len(predictor.labels[task]) - 1
+            lines.append(f"**{task}**: probably none of the {known} {task}s this model knows ({p[best]:.0%} '{label}').")
+        elif p[best] < UNCERTAIN_BELOW:
+            lines.append(f"**{task}**: uncertain: the best guess, {pretty(task, label)}, has only {p[best]:.0%}.")
+    if not lines:
+        return f"All answers have a calibrated probability of at least {UNCERTAIN_BELOW:.0%}."
+    return "\n".join(f"- {line}" for line in lines)
+
+
+def _class_choices(model: Model, upload: Upload | None, task: str) -> dict:
+    """Dropdown update: the task's classes, most probable first, the top prediction selected."""
+    labels = model.predictor.labels.get(task, [])
+    if upload is None or task not in upload.output.probs:
+        return gr.update(choices=[(pretty(task, label), label) for label in labels], value=None)
+    order = upload.output.probs[task].argsort()[::-1]
+    choices = [(pretty(task, labels[i]), labels[i]) for i in order]
+    return gr.update(choices=choices, value=choices[0][1])
+
+
+def predict(upload: dict | str | None, model_id: str, task: str, progress=gr.Progress()):
+    """Upload -> (state, model used, artist, style, genre, note, heatmap classes). Bad input -> gr.Error."""
+    model_id = model_id or "default"
+    if model_id not in _models:
+        progress(0.0, desc=f"Loading {model_id}")
+    try:
+        if model_id not in _offered:
+            raise ValueError("it is not one of the models this app offers.")
+        model = get_model(model_id)
+    except Exception as err:  # a broken or unreachable extra model must never take the app down
+        gr.Warning(f"Could not load model {model_id!r}: {err} Serving the default model instead.")
+        model_id, model = "default", get_model("default")
+    source = _source(upload)
+    if source is None:
+        return None, model_id, *_labels(model, None), "", _class_choices(model, None, task)
+    try:
+        image = model.predictor.load(source)
+    except ValueError as err:
+        raise gr.Error(str(err), title="Unusable image", print_exception=False) from None
+    state = Upload(model_id, _display_copy(image), model.predictor.run(image))
+    return state, model_id, *_labels(model, state), _note(model.predictor, state.output), _class_choices(model, state, task)
+
+
+def _display_copy(image: Image.Image) -> Image.Image:
+    image = image.copy()
+    image.thumbnail((DISPLAY_SIZE, DISPLAY_SIZE), Image.BILINEAR)
+    return image
+
+
+def classes(state: Upload | None, model_id: str, task: str) -> dict:
+    """Heatmap class dropdown for a newly chosen task (no forward pass: the cached output is enough)."""
+    return _class_choices(get_model(state.model_id if state else model_id or "default"), state, task)
+
+
+def _heatmap(state: Upload | None, method: str, task: str, label: str | None, opacity: float,
+             compute_slow: bool, progress) -> tuple[Image.Image | None, str]:
+    if state is None:
+        return None, "Upload a painting to see which regions drive the answer."
+    from artattr import explain
+
+    predictor = get_model(state.model_id).predictor
+    labels = predictor.labels[task]
+    target = labels.index(label) if label in labels else int(state.output.probs[task].argmax())
+    key = (method, task, target)
+    if key not in state.heatmaps:
+        if method in SLOW_METHODS and not compute_slow:
+            return None, f"{method} takes a few seconds: press **Explain** to run it."
+        state.heatmaps[key] = explain.explain(predictor, state.image, method, task, target=target,
+                                              progress=lambda fraction, desc: progress(fraction, desc=desc))
+    prob = float(state.output.probs[task][target])
+    return (explain.overlay(state.image, state.heatmaps[key], opacity),
+            f"{method} for {task} = **{pretty(task, labels[target])}** ({prob:.0%}): brighter regions raised this answer more.")
+
+
+def explain_heatmap(state: Upload | None, method: str, task: str, label: str | None, opacity: float,
+                    progress=gr.Progress()):
+    """Heatmap for any method, slow ones included (the "Explain" button and the API)."""
+    return _heatmap(state, method, task, label, opacity, True, progress)
+
+
+def refresh_heatmap(state: Upload | None, method: str, task: str, label: str | None, opacity: float,
+                    progress=gr.Progress()):
+    """Heatmap after a settings change: fast methods recompute, slow ones only show a cached map."""
+    return _heatmap(state, method, task, label, opacity, False, progress)
+
+
+def explore(state: Upload | None, model_id: str, view: str, color_by: str):
+    """3-D map of the model's gallery with the upload highlighted."""
+    model = get_model(state.model_id if state else model_id or "default")
+    if model.gallery is None:
+        return None, "No gallery in this model: the explorer and similar works need a checkpoint exported with `python -m train gallery`."
+    from artattr import embed
+
+    upload = model.gallery.place(state.output) if state else None
+    fig = embed.figure(model.gallery, view=view, color_by=color_by, upload=upload, height=PLOT_HEIGHT)
+    return fig, "" if state else "Upload a painting to see where it lands."
+
+
+def similar(state: Upload | None, model_id: str):
+    """The gallery paintings nearest to the upload, with labels and cosine similarity."""
+    model = get_model(state.model_id if state else model_id or "default")
+    if state is None or model.gallery is None or state.output.embedding is None:
+        return []
+    from artattr import embed
+
+    return [(item.thumbnail, f"{item.title}: {pretty('artist', item.artist)}, {pretty('style', item.style)}"
+             f"{', ' + pretty('genre', item.genre) if item.genre else ''} (similarity {item.similarity:.2f})")
+            for item in embed.nearest(model.gallery, state.output.embedding, N_SIMILAR)]
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def build_app(model_ids: list[str] | None = None) -> gr.Blocks:
+    """The Blocks app; ``model_ids`` (default: ``ARTATTR_MODEL``) are offered next to the embedded model."""
+    try:  # TEMP until artattr.explain lands
+        from artattr.explain import METHODS
+    except ImportError:
+        METHODS = ("gradcam", "occlusion")
+
+    default = get_model("default")  # load now: the first upload must not wait for it
+    _offered[:] = model_choices(model_ids)
+    tasks = [t for t in TASKS if t in default.predictor.labels]
+    with gr.Blocks(title="ArtAttr", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
+        state = gr.State(None, time_to_live=3600)
+        gr.Markdown("# ArtAttr\nWho painted it, in which movement, what genre, and why the model thinks so. "
+                    "Upload, drop, paste or photograph a painting.")
+        with gr.Row():
+            with gr.Column(scale=2):
+                image = gr.Image(type="filepath", image_mode=None, sources=["upload", "webcam", "clipboard"],
+                                 label="Painting", height=360, elem_id="upload")
+                gr.Examples([[str(p)] for p in EXAMPLES], inputs=image, label="Examples", cache_examples=False,
+                            examples_per_page=len(EXAMPLES) or 1)
+                model_dd = gr.Dropdown(list(_offered), value="default", label="Model")
+            with gr.Column(scale=3):
+                with gr.Row():
+                    labels = [gr.Label(num_top_classes=5, label=task, elem_id=f"label-{task}") for task in TASKS]
+                note = gr.Markdown(label="note", elem_id="note")
+        with gr.Tab("Why? (heatmap)"):
+            with gr.Row():
+                with gr.Column(scale=2):
+                    method = gr.Radio(list(METHODS), value=list(METHODS)[0], label="Method")
+                    task = gr.Radio(tasks, value="style" if "style" in tasks else tasks[0], label="Task")
+                    label_dd = gr.Dropdown([], label="Class (top prediction first)")
+                    opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity")
+                    explain_btn = gr.Button("Explain", variant="primary")
+                with gr.Column(scale=3):
+                    heatmap = gr.Image(label="Heatmap", type="pil", format="jpeg", interactive=False,
+                                       height=DISPLAY_SIZE, elem_id="heatmap")
+                    heatmap_note = gr.Markdown(label="heatmap note")
+        with gr.Tab("3D explorer"):
+            with gr.Row():
+                view = gr.Radio([("ArcFace sphere", "sphere"), ("UMAP", "umap")], value="sphere", label="View")
+                color_by = gr.Radio(["style", "artist", "genre"], value="style", label="Colour by")
+            plot = gr.Plot(label="Embedding map", elem_id="explorer")
+            plot_note = gr.Markdown(label="explorer note")
+        with gr.Tab("Similar works"):
+            gallery = gr.Gallery(label="Most similar paintings", columns=4, height=440, elem_id="similar")
+
+        heat_in = [state, method, task, label_dd, opacity]
+        heat_out = [heatmap, heatmap_note]
+        explore_in = [state, model_dd, view, color_by]
+
+        def analyse(trigger, api_name: str | None):
+            """Upload or model change: clear stale answers, predict, then fill the panels in parallel."""
+            event = trigger(lambda: [None] * (len(TASKS) + 2), None, [*labels, note, heatmap], queue=False,
+                            api_visibility="private", show_progress="hidden")
+            event = event.then(predict, [image, model_dd, task], [state, model_dd, *labels, note, label_dd],
+                               preprocess=False, api_name=api_name,
+                               api_visibility="public" if api_name else "private")
+            event.success(refresh_heatmap, heat_in, heat_out, api_visibility="private")
+            event.success(explore, explore_in, [plot, plot_note], api_visibility="private", show_progress="hidden")
+            event.success(similar, [state, model_dd], gallery, api_name="similar" if api_name else None,
+                          api_visibility="public" if api_name else "private")
+
+        # Public endpoints first so they keep their plain names (/predict, /explain, /explore, ...).
+        view.change(explore, explore_in, [plot, plot_note], api_name="explore")
+        explain_btn.click(explain_heatmap, heat_in, heat_out, api_name="explain",
+                          concurrency_limit=1, concurrency_id="explain")
+        analyse(image.change, "predict")
+        task.input(classes, [state, model_dd, task], label_dd, api_name="classes").then(
+            refresh_heatmap, heat_in, heat_out, api_visibility="private")
+        analyse(model_dd.input, None)
+        for control in (method.input, label_dd.input, opacity.release):
+            control(refresh_heatmap, heat_in, heat_out, api_visibility="private", trigger_mode="always_last")
+        color_by.input(explore, explore_in, [plot, plot_note], api_visibility="private")
+        demo.load(explore, explore_in, [plot, plot_note], api_visibility="private")
+    # Two CPU cores: two events at a time keeps both busy; more would only thrash the BLAS threads.
+    demo.queue(default_concurrency_limit=2, max_size=64)
+    return demo
+
+
+if __name__ == "__main__":
+    build_app().launch(
+        server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+        max_file_size="50mb",
+        ssr_mode=False,
+    )

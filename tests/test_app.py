@@ -1,0 +1,197 @@
+"""The Gradio app through its public API: a real server on loopback, real paintings, real bad files."""
+
+from __future__ import annotations
+
+import re
+import struct
+import subprocess
+import sys
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app_server import ROOT, running_app
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def extra_models(tmp_path_factory) -> list[str]:
+    """Offered in the picker, both unloadable: a Hub id (HF_HUB_OFFLINE=1 fails it like a dead
+    network) and a checkpoint folder with a corrupt config.json."""
+    broken = tmp_path_factory.mktemp("broken-checkpoint")
+    (broken / "config.json").write_text("{not json")
+    return ["hf-hub:nobody/not-cached", str(broken)]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory, extra_models) -> str:
+    log = tmp_path_factory.mktemp("app") / "app.log"
+    with running_app(log, ARTATTR_MODEL=",".join(extra_models)) as url:
+        yield url
+
+
+@pytest.fixture()
+def client(app_url) -> Client:
+    """A fresh client is a fresh browser session: its own cached upload state."""
+    return Client(app_url, verbose=False, analytics_enabled=False)
+
+
+def _norm(label: str) -> str:
+    """Compare the app's display names with raw labels ('Claude Monet' == 'claude-monet')."""
+    return re.sub(r"[^a-z0-9]", "", label.lower())
+
+
+def _answers(result) -> dict[str, list[tuple[str, float]]]:
+    _model, *labels, _note, _classes = result
+    return {task: [(_norm(c["label"]), c["confidence"]) for c in label["confidences"]]
+            for task, label in zip(("artist", "style", "genre"), labels) if label}
+
+
+def _expected(predictor, path) -> dict[str, list[tuple[str, float]]]:
+    return {task: [(_norm(label), p) for label, p in top] for task, top in predictor.predict(path, 5).items()}
+
+
+def _assert_same(got: dict, want: dict) -> None:
+    assert got.keys() == want.keys()
+    for task in want:
+        assert [label for label, _ in got[task]] == [label for label, _ in want[task]], task
+        np.testing.assert_allclose([p for _, p in got[task]], [p for _, p in want[task]], atol=1e-4)
+
+
+def _predict(client: Client, path, model: str = "default", task: str = "style"):
+    return client.predict(handle_file(str(path)), model, task, api_name="/predict")
+
+
+def _huge_png(path: Path, side: int = 10_001) -> Path:
+    """A PNG whose header claims side² pixels (> 100 MP): the app must refuse it before decoding."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    return path
+
+
+def test_public_endpoints(client):
+    names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/predict", "/explain", "/explore", "/similar", "/classes"} <= names
+
+
+def test_predict_matches_library(client, predictor, painting_paths):
+    for path in painting_paths[:3]:
+        result = _predict(client, path)
+        assert result[0] == "default"
+        _assert_same(_answers(result), _expected(predictor, path))
+        note, classes = result[-2], result[-1]
+        assert note.strip()
+        top_style = predictor.predict(path, 1)["style"][0][0]
+        assert classes["value"] == top_style, "the heatmap class defaults to the top prediction"
+        assert [c[1] for c in classes["choices"]][0] == top_style
+
+
+def test_uncertain_note_is_honest(client, predictor, painting_paths):
+    """The note flags exactly the tasks whose calibrated top probability is low (or the 'unknown' class)."""
+    for path in painting_paths[:4]:
+        note = _predict(client, path)[-2]
+        out = predictor.run(path)
+        for task, p in out.probs.items():
+            top = predictor.labels[task][int(p.argmax())]
+            flagged = f"**{task}**" in note
+            assert flagged == (p.max() < 0.5 or top == predictor.config.unknown_label.get(task)), (task, note)
+
+
+def test_odd_but_valid_images_work(client, predictor, odd_images):
+    """CMYK, 16-bit, alpha, palette, animated GIF, EXIF-rotated: the app sees the original bytes."""
+    for name, path in odd_images.items():
+        _assert_same(_answers(_predict(client, path)), _expected(predictor, path))
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_bad_inputs_give_the_loader_message_and_the_app_keeps_working(client, predictor, bad_files, painting, tmp_path):
+    files = {**bad_files, "huge.png": _huge_png(tmp_path / "huge.png")}
+    for name, path in files.items():
+        with pytest.raises(ValueError) as expected:
+            predictor.load(path)
+        with pytest.raises(AppError) as got:
+            _predict(client, path)
+        assert str(expected.value) in str(got.value), name
+    _assert_same(_answers(_predict(client, painting)), _expected(predictor, painting))
+
+
+def test_failed_models_fall_back_to_default(client, predictor, painting, extra_models):
+    """Unloadable offered models, and ids the picker does not offer, all answer with the default."""
+    want = _expected(predictor, painting)
+    for model_id in [*extra_models, str(ROOT / "checkpoints" / "default"), "hf-hub:someone/else"]:
+        result = _predict(client, painting, model=model_id)
+        assert result[0] == "default", model_id
+        _assert_same(_answers(result), want)
+
+
+def test_explain_every_method_from_cached_upload(client, predictor, painting):
+    from artattr.explain import METHODS
+
+    _predict(client, painting)
+    classes = predictor.labels["style"]
+    for method in METHODS:
+        path, note = client.predict(method, "style", None, 0.5, api_name="/explain")
+        img = Image.open(path)
+        assert min(img.size) >= 160 and img.mode == "RGB", method
+        assert "style" in note
+    # Any class, not only the top one; the note names it.
+    other = classes[int(predictor.run(painting).probs["style"].argmin())]
+    path, note = client.predict("gradcam", "style", other, 0.8, api_name="/explain")
+    assert Image.open(path).size == img.size
+    assert _norm(other) in _norm(note)
+
+
+def test_explain_needs_an_upload(client):
+    path, note = client.predict("gradcam", "style", None, 0.5, api_name="/explain")
+    assert path is None and "Upload" in note
+
+
+def test_classes_follow_the_task(client, predictor, painting):
+    _predict(client, painting)
+    genre = client.predict("default", "genre", api_name="/classes")
+    probs = predictor.run(painting).probs["genre"]
+    assert [c[1] for c in genre["choices"]] == [predictor.labels["genre"][i] for i in np.argsort(-probs)]
+
+
+def test_explorer_and_similar(client, painting):
+    _predict(client, painting)
+    for view in ("umap", "sphere"):
+        plot, note = client.predict("default", view, "style", api_name="/explore")
+        if "No gallery" in note:
+            pytest.skip("the embedded checkpoint has no gallery yet")
+        assert plot is not None
+    items = client.predict("default", api_name="/similar")
+    assert len(items) == 8
+    sims = [float(re.search(r"similarity (-?[\d.]+)", item["caption"]).group(1)) for item in items]
+    assert sims == sorted(sims, reverse=True) and all(-1 <= s <= 1 for s in sims)
+
+
+def test_eight_parallel_clients_get_their_own_answers(app_url, predictor, painting_paths):
+    paths = painting_paths[:8]
+
+    def one(path):
+        return _answers(_predict(Client(app_url, verbose=False, analytics_enabled=False), path))
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, paths))
+    for path, got in zip(paths, results):
+        _assert_same(got, _expected(predictor, path))
+
+
+def test_startup_imports_stay_light():
+    """Building the app must not pull in captum, umap or numba (the cold-start budget)."""
+    code = ("import sys, app; app.build_app(); "
+            "print(sorted(m for m in ('captum', 'umap', 'numba') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -1,0 +1,66 @@
+"""The app in a real headless Chromium: upload a painting, read the answers, see the heatmap and
+the 3-D map render, upload a corrupt file and read the error. A screenshot goes to artifacts/."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from app_server import ROOT, running_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+TIMEOUT_MS = 60_000  # the first heatmap imports captum on a shared 2-core runner
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.is_file(), reason="Debian chromium is not installed at /usr/bin/chromium "
+                       "(`apt-get install chromium`; ./run test installs it)"),
+]
+
+
+def _loose(label: str) -> re.Pattern:
+    """Match a raw label ('Abstract_Expressionism') against its display form ('Abstract Expressionism')."""
+    return re.compile(r"[\s_-]+".join(map(re.escape, re.split(r"[\s_-]+", label))), re.IGNORECASE)
+
+
+def test_upload_answers_heatmap_explorer_and_error(tmp_path, predictor, painting, bad_files):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    artifacts = ROOT / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    top_style = predictor.predict(painting, 1)["style"][0][0]
+
+    with running_app(tmp_path / "app.log") as url, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.set_default_timeout(TIMEOUT_MS)
+            expect = sync_api.expect
+            page.goto(url)
+            upload = page.locator("#upload input[type=file]")
+
+            upload.set_input_files(str(painting))
+            expect(page.locator("#label-style [data-testid=label-output-value]")).to_have_text(_loose(top_style), timeout=TIMEOUT_MS)
+
+            heatmap = page.locator("#heatmap img")
+            expect(heatmap).to_be_visible(timeout=TIMEOUT_MS)
+            page.wait_for_function("img => img.complete && img.naturalWidth >= 160", arg=heatmap.element_handle())
+
+            page.get_by_role("tab", name="3D explorer").click()
+            canvas = page.locator("#explorer canvas").first
+            expect(canvas).to_be_visible(timeout=TIMEOUT_MS)
+            assert canvas.bounding_box()["height"] > 100, "the 3-D plot rendered with no height"
+
+            page.get_by_role("tab", name="Similar works").click()
+            expect(page.locator("#similar img").first).to_be_visible(timeout=TIMEOUT_MS)
+            page.screenshot(path=str(artifacts / "app-browser.png"), full_page=True)
+
+            upload.set_input_files(str(bad_files["truncated.jpg"]))
+            expect(page.get_by_text(re.compile("truncated or corrupt")).first).to_be_visible(timeout=TIMEOUT_MS)
+            expect(page.locator("#label-style [data-testid=label-output-value]")).to_have_count(0)
+            page.screenshot(path=str(artifacts / "app-browser-error.png"), full_page=True)
+        finally:
+            browser.close()
