@@ -94,7 +94,8 @@ class Gallery:
                              "was it computed with the same model?")
         if not np.isfinite(q).all() or not q.any():
             raise ValueError("embedding is zero or not finite.")
-        sims = self.embedding @ (q / np.linalg.norm(q))
+        # einsum, not @: waking BLAS threads on a busy 2-core server costs ~15 ms for this 0.1 ms product
+        sims = np.einsum("nd,d->n", self.embedding, q / np.linalg.norm(q))
         k = min(k, len(sims))
         top = np.argpartition(-sims, k - 1)[:k]
         top = top[np.argsort(-sims[top])]
@@ -108,8 +109,7 @@ class Gallery:
         view is the similarity-weighted mean of the nearest gallery points' UMAP coordinates.
         """
         if hasattr(embedding, "embedding"):  # an artattr.Output
-            output = embedding
-            embedding, sphere = output.embedding, output.sphere if sphere is None else sphere
+            embedding, sphere = embedding.embedding, (embedding.sphere if sphere is None else sphere)
         out = {}
         if sphere is not None and "sphere" in self.coords:
             s = np.asarray(sphere, dtype=np.float32).reshape(3)
