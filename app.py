@@ -18,9 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 from PIL import Image
 
 import artattr
+from artattr import embed
+from artattr.embed import pretty
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.jpg"))
@@ -33,12 +36,13 @@ N_SIMILAR = 8
 PLOT_HEIGHT = 520
 #: Methods that take seconds on 2 CPU cores: they run only when the user presses "Explain".
 SLOW_METHODS = ("occlusion",)
+METHOD_NAMES = {"gradcam": "Grad-CAM", "occlusion": "Occlusion", "ig": "Integrated Gradients"}
 
 
 @dataclass
 class Model:
     predictor: artattr.Predictor
-    gallery: object | None  # artattr.embed.Gallery; None when the checkpoint ships no gallery
+    gallery: embed.Gallery | None  # None when the checkpoint ships no gallery
 
 
 @dataclass
@@ -48,7 +52,7 @@ class Upload:
     model_id: str
     image: Image.Image  # display copy, at most DISPLAY_SIZE px
     output: artattr.Output
-    heatmaps: dict = field(default_factory=dict)
+    heatmaps: dict[tuple[str, str, int], np.ndarray] = field(default_factory=dict)
 
 
 _models: dict[str, Model] = {}
@@ -63,12 +67,7 @@ def get_model(model_id: str) -> Model:
         with _models_lock:
             if model_id not in _models:
                 predictor = artattr.load(model_id)
-                try:  # TEMP until artattr.embed lands
-                    from artattr.embed import Gallery
-                    gallery = Gallery.load(predictor.model_dir)
-                except ImportError:
-                    gallery = None
-                _models[model_id] = Model(predictor, gallery)
+                _models[model_id] = Model(predictor, embed.Gallery.load(predictor.model_dir))
     return _models[model_id]
 
 
@@ -77,12 +76,6 @@ def model_choices(model_ids: list[str] | None = None) -> list[str]:
     if model_ids is None:
         model_ids = os.environ.get("ARTATTR_MODEL", "").split(",")
     return list(dict.fromkeys(["default", *(m.strip() for m in model_ids if m.strip())]))
-
-
-def pretty(task: str, label: str) -> str:
-    """Display name of a raw label: 'claude-monet' -> 'Claude Monet', 'genre_painting' -> 'Genre painting'."""
-    text = label.replace("_", " ")
-    return text.replace("-", " ").title() if task == "artist" else text[:1].upper() + text[1:]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -132,27 +125,39 @@ def _class_choices(model: Model, upload: Upload | None, task: str) -> dict:
     return gr.update(choices=choices, value=choices[0][1])
 
 
-def predict(upload: dict | str | None, model_id: str, task: str, progress=gr.Progress()):
-    """Upload -> (state, model used, artist, style, genre, note, heatmap classes). Bad input -> gr.Error."""
+def use_model(model_id: str | None, progress=None) -> tuple[str, Model, str]:
+    """(id, model, note): the requested model, or the default plus a warning when it cannot be loaded."""
     model_id = model_id or "default"
-    if model_id not in _models:
+    if progress is not None and model_id not in _models:
         progress(0.0, desc=f"Loading {model_id}")
     try:
         if model_id not in _offered:
             raise ValueError("it is not one of the models this app offers.")
-        model = get_model(model_id)
+        return model_id, get_model(model_id), ""
     except Exception as err:  # a broken or unreachable extra model must never take the app down
-        gr.Warning(f"Could not load model {model_id!r}: {err} Serving the default model instead.")
-        model_id, model = "default", get_model("default")
+        message = f"Could not load model {model_id!r}: {err} Serving the default model instead."
+        gr.Warning(message)
+        return "default", get_model("default"), message
+
+
+def pick_model(model_id: str, progress=gr.Progress()) -> str:
+    """The picker's value after loading: falls back to "default" so the UI shows what answers."""
+    return use_model(model_id, progress)[0]
+
+
+def predict(upload: dict | str | None, model_id: str, task: str, progress=gr.Progress()):
+    """Upload -> (state, artist, style, genre, note, heatmap classes). Bad input -> gr.Error."""
+    model_id, model, fallback = use_model(model_id, progress)
     source = _source(upload)
     if source is None:
-        return None, model_id, *_labels(model, None), "", _class_choices(model, None, task)
+        return None, *_labels(model, None), fallback, _class_choices(model, None, task)
     try:
         image = model.predictor.load(source)
     except ValueError as err:
         raise gr.Error(str(err), title="Unusable image", print_exception=False) from None
     state = Upload(model_id, _display_copy(image), model.predictor.run(image))
-    return state, model_id, *_labels(model, state), _note(model.predictor, state.output), _class_choices(model, state, task)
+    note = "\n\n".join(filter(None, [fallback, _note(model.predictor, state.output)]))
+    return state, *_labels(model, state), note, _class_choices(model, state, task)
 
 
 def _display_copy(image: Image.Image) -> Image.Image:
@@ -173,17 +178,25 @@ def _heatmap(state: Upload | None, method: str, task: str, label: str | None, op
     from artattr import explain
 
     predictor = get_model(state.model_id).predictor
+    if task not in state.output.probs:
+        raise gr.Error(f"This model has no task {task!r}; it predicts {', '.join(state.output.probs)}.", print_exception=False)
     labels = predictor.labels[task]
-    target = labels.index(label) if label in labels else int(state.output.probs[task].argmax())
+    if label and label not in labels:
+        raise gr.Error(f"{label!r} is not one of this model's {task} classes.", print_exception=False)
+    target = labels.index(label) if label else int(state.output.probs[task].argmax())
+    name = METHOD_NAMES.get(method, method)
     key = (method, task, target)
     if key not in state.heatmaps:
         if method in SLOW_METHODS and not compute_slow:
-            return None, f"{method} takes a few seconds: press **Explain** to run it."
-        state.heatmaps[key] = explain.explain(predictor, state.image, method, task, target=target,
-                                              progress=lambda fraction, desc: progress(fraction, desc=desc))
+            return None, f"{name} takes a few seconds: press **Explain** to run it."
+        try:
+            state.heatmaps[key] = explain.explain(predictor, state.image, method, task, target=target,
+                                                  progress=lambda fraction, desc: progress(fraction, desc=desc))
+        except ValueError as err:  # e.g. an unknown method from an API caller
+            raise gr.Error(str(err), print_exception=False) from None
     prob = float(state.output.probs[task][target])
     return (explain.overlay(state.image, state.heatmaps[key], opacity),
-            f"{method} for {task} = **{pretty(task, labels[target])}** ({prob:.0%}): brighter regions raised this answer more.")
+            f"{name} for {task} = **{pretty(task, labels[target])}** ({prob:.0%}): brighter regions raised this answer more.")
 
 
 def explain_heatmap(state: Upload | None, method: str, task: str, label: str | None, opacity: float,
@@ -203,11 +216,12 @@ def explore(state: Upload | None, model_id: str, view: str, color_by: str):
     model = get_model(state.model_id if state else model_id or "default")
     if model.gallery is None:
         return None, "No gallery in this model: the explorer and similar works need a checkpoint exported with `python -m train gallery`."
-    from artattr import embed
-
     upload = model.gallery.place(state.output) if state else None
-    fig = embed.figure(model.gallery, view=view, color_by=color_by, upload=upload, height=PLOT_HEIGHT)
-    return fig, "" if state else "Upload a painting to see where it lands."
+    try:
+        fig = embed.figure(model.gallery, view=view, color_by=color_by, upload=upload, height=PLOT_HEIGHT)
+    except ValueError as err:  # a gallery built without this view or label
+        return None, str(err)
+    return fig, "The black diamond is your painting." if state else "Upload a painting to see where it lands."
 
 
 def similar(state: Upload | None, model_id: str):
@@ -215,8 +229,6 @@ def similar(state: Upload | None, model_id: str):
     model = get_model(state.model_id if state else model_id or "default")
     if state is None or model.gallery is None or state.output.embedding is None:
         return []
-    from artattr import embed
-
     return [(item.thumbnail, f"{item.title}: {pretty('artist', item.artist)}, {pretty('style', item.style)}"
              f"{', ' + pretty('genre', item.genre) if item.genre else ''} (similarity {item.similarity:.2f})")
             for item in embed.nearest(model.gallery, state.output.embedding, N_SIMILAR)]
@@ -227,10 +239,7 @@ def similar(state: Upload | None, model_id: str):
 
 def build_app(model_ids: list[str] | None = None) -> gr.Blocks:
     """The Blocks app; ``model_ids`` (default: ``ARTATTR_MODEL``) are offered next to the embedded model."""
-    try:  # TEMP until artattr.explain lands
-        from artattr.explain import METHODS
-    except ImportError:
-        METHODS = ("gradcam", "occlusion")
+    from artattr.explain import METHODS  # torch-only at import; captum loads on the first heatmap
 
     default = get_model("default")  # load now: the first upload must not wait for it
     _offered[:] = model_choices(model_ids)
@@ -245,7 +254,7 @@ def build_app(model_ids: list[str] | None = None) -> gr.Blocks:
                                  label="Painting", height=360, elem_id="upload")
                 gr.Examples([[str(p)] for p in EXAMPLES], inputs=image, label="Examples", cache_examples=False,
                             examples_per_page=len(EXAMPLES) or 1)
-                model_dd = gr.Dropdown(list(_offered), value="default", label="Model")
+                model_dd = gr.Dropdown(list(_offered), value="default", label="Model", elem_id="model")
             with gr.Column(scale=3):
                 with gr.Row():
                     labels = [gr.Label(num_top_classes=5, label=task, elem_id=f"label-{task}") for task in TASKS]
@@ -253,9 +262,10 @@ def build_app(model_ids: list[str] | None = None) -> gr.Blocks:
         with gr.Tab("Why? (heatmap)"):
             with gr.Row():
                 with gr.Column(scale=2):
-                    method = gr.Radio(list(METHODS), value=list(METHODS)[0], label="Method")
+                    method = gr.Radio([(METHOD_NAMES.get(m, m), m) for m in METHODS], value=next(iter(METHODS)),
+                                      label="Method")
                     task = gr.Radio(tasks, value="style" if "style" in tasks else tasks[0], label="Task")
-                    label_dd = gr.Dropdown([], label="Class (top prediction first)")
+                    label_dd = gr.Dropdown([], label="Class (top prediction first)", allow_custom_value=True)
                     opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity")
                     explain_btn = gr.Button("Explain", variant="primary")
                 with gr.Column(scale=3):
@@ -266,20 +276,23 @@ def build_app(model_ids: list[str] | None = None) -> gr.Blocks:
             with gr.Row():
                 view = gr.Radio([("ArcFace sphere", "sphere"), ("UMAP", "umap")], value="sphere", label="View")
                 color_by = gr.Radio(["style", "artist", "genre"], value="style", label="Colour by")
-            plot = gr.Plot(label="Embedding map", elem_id="explorer")
+            plot = gr.Plot(label="Embedding map", show_label=False, elem_id="explorer")
             plot_note = gr.Markdown(label="explorer note")
         with gr.Tab("Similar works"):
-            gallery = gr.Gallery(label="Most similar paintings", columns=4, height=440, elem_id="similar")
+            gallery = gr.Gallery(label="Most similar paintings", columns=8, height=320, elem_id="similar")
 
         heat_in = [state, method, task, label_dd, opacity]
         heat_out = [heatmap, heatmap_note]
         explore_in = [state, model_dd, view, color_by]
 
         def analyse(trigger, api_name: str | None):
-            """Upload or model change: clear stale answers, predict, then fill the panels in parallel."""
-            event = trigger(lambda: [None] * (len(TASKS) + 2), None, [*labels, note, heatmap], queue=False,
+            """Upload or model change: clear the old answers, settle the model, predict, then fill the
+            panels in parallel. A bad upload stops after the clearing, so nothing stale stays on screen."""
+            cleared = [state, *labels, note, heatmap, heatmap_note, plot, gallery]
+            event = trigger(lambda: [None] * (len(cleared) - 1) + [[]], None, cleared, queue=False,
                             api_visibility="private", show_progress="hidden")
-            event = event.then(predict, [image, model_dd, task], [state, model_dd, *labels, note, label_dd],
+            event = event.then(pick_model, model_dd, model_dd, api_visibility="private")
+            event = event.then(predict, [image, model_dd, task], [state, *labels, note, label_dd],
                                preprocess=False, api_name=api_name,
                                api_visibility="public" if api_name else "private")
             event.success(refresh_heatmap, heat_in, heat_out, api_visibility="private")

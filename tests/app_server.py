@@ -51,3 +51,35 @@ def running_app(log_path: Path, **env: str) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def checkpoint_with_gallery(dest: Path, rows: list[dict], data_dir: Path) -> Path:
+    """A copy of the embedded default plus a small gallery of real paintings, so explorer tests do not
+    depend on what ``checkpoints/default`` ships. UMAP coordinates are a fixed linear projection of
+    the embeddings (fitting umap here would cost ~20 s of imports); the app only reads coordinates."""
+    import io
+    import shutil
+
+    import numpy as np
+
+    import artattr
+    from artattr.embed import Gallery
+
+    shutil.copytree(ROOT / "checkpoints" / "default", dest, ignore=shutil.ignore_patterns("gallery"))
+    predictor = artattr.load(dest)
+    outputs = predictor.run_batch([data_dir / r["path"] for r in rows])
+    embedding = np.stack([o.embedding for o in outputs]).astype(np.float32)
+    thumbs = []
+    for r in rows:
+        buf = io.BytesIO()
+        predictor.load(data_dir / r["path"]).resize((64, 64)).save(buf, "WEBP", quality=75)
+        thumbs.append(buf.getvalue())
+    names = {t: sorted({r[t] for r in rows if r[t]}) for t in ("style", "artist", "genre")}
+    Gallery(
+        embedding=embedding,
+        coords={"sphere": np.stack([o.sphere for o in outputs]).astype(np.float32),
+                "umap": embedding @ np.random.default_rng(0).normal(size=(embedding.shape[1], 3)).astype(np.float32)},
+        labels={t: np.array([names[t].index(r[t]) if r[t] else -1 for r in rows]) for t in names},
+        names=names, paths=[r["path"] for r in rows], thumbs=thumbs,
+    ).save(dest)
+    return dest

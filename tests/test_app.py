@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -14,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app_server import ROOT, running_app
+from app_server import ROOT, checkpoint_with_gallery, running_app
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -31,9 +33,21 @@ def extra_models(tmp_path_factory) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory, extra_models) -> str:
+def gallery_model(tmp_path_factory, val_rows, data_dir) -> str:
+    return str(checkpoint_with_gallery(tmp_path_factory.mktemp("models") / "with-gallery", val_rows[:40], data_dir))
+
+
+@pytest.fixture(scope="module")
+def no_gallery_model(tmp_path_factory) -> str:
+    dest = tmp_path_factory.mktemp("models") / "no-gallery"
+    shutil.copytree(ROOT / "checkpoints" / "default", dest, ignore=shutil.ignore_patterns("gallery"))
+    return str(dest)
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory, extra_models, gallery_model, no_gallery_model) -> str:
     log = tmp_path_factory.mktemp("app") / "app.log"
-    with running_app(log, ARTATTR_MODEL=",".join(extra_models)) as url:
+    with running_app(log, ARTATTR_MODEL=",".join([*extra_models, gallery_model, no_gallery_model])) as url:
         yield url
 
 
@@ -49,7 +63,7 @@ def _norm(label: str) -> str:
 
 
 def _answers(result) -> dict[str, list[tuple[str, float]]]:
-    _model, *labels, _note, _classes = result
+    *labels, _note, _classes = result
     return {task: [(_norm(c["label"]), c["confidence"]) for c in label["confidences"]]
             for task, label in zip(("artist", "style", "genre"), labels) if label}
 
@@ -87,7 +101,6 @@ def test_public_endpoints(client):
 def test_predict_matches_library(client, predictor, painting_paths):
     for path in painting_paths[:3]:
         result = _predict(client, path)
-        assert result[0] == "default"
         _assert_same(_answers(result), _expected(predictor, path))
         note, classes = result[-2], result[-1]
         assert note.strip()
@@ -130,7 +143,7 @@ def test_failed_models_fall_back_to_default(client, predictor, painting, extra_m
     want = _expected(predictor, painting)
     for model_id in [*extra_models, str(ROOT / "checkpoints" / "default"), "hf-hub:someone/else"]:
         result = _predict(client, painting, model=model_id)
-        assert result[0] == "default", model_id
+        assert f"Could not load model {model_id!r}" in result[-2] and "default model" in result[-2]
         _assert_same(_answers(result), want)
 
 
@@ -163,17 +176,35 @@ def test_classes_follow_the_task(client, predictor, painting):
     assert [c[1] for c in genre["choices"]] == [predictor.labels["genre"][i] for i in np.argsort(-probs)]
 
 
-def test_explorer_and_similar(client, painting):
-    _predict(client, painting)
-    for view in ("umap", "sphere"):
-        plot, note = client.predict("default", view, "style", api_name="/explore")
-        if "No gallery" in note:
-            pytest.skip("the embedded checkpoint has no gallery yet")
-        assert plot is not None
-    items = client.predict("default", api_name="/similar")
+def test_explorer_highlights_the_upload_in_both_views(client, app_url, gallery_model, painting):
+    for view in ("sphere", "umap"):
+        plot, note = Client(app_url, verbose=False, analytics_enabled=False).predict(
+            gallery_model, view, "style", api_name="/explore")
+        assert plot["type"] == "plotly" and "your painting" not in plot["plot"] and "Upload" in note
+    _predict(client, painting, model=gallery_model)
+    for view in ("sphere", "umap"):
+        for color_by in ("style", "artist", "genre"):
+            plot, note = client.predict(gallery_model, view, color_by, api_name="/explore")
+            fig = json.loads(plot["plot"])
+            assert fig["layout"]["height"] > 0, "gr.Plot collapses without an explicit height"
+            assert [t["name"] for t in fig["data"]][-1] == "your painting", (view, color_by)
+
+
+def test_similar_works_are_ranked_and_captioned(client, gallery_model, painting):
+    _predict(client, painting, model=gallery_model)
+    items = client.predict(gallery_model, api_name="/similar")
     assert len(items) == 8
     sims = [float(re.search(r"similarity (-?[\d.]+)", item["caption"]).group(1)) for item in items]
     assert sims == sorted(sims, reverse=True) and all(-1 <= s <= 1 for s in sims)
+    assert all(Image.open(item["image"]).size == (64, 64) for item in items)
+
+
+def test_a_model_without_gallery_says_so(client, no_gallery_model, painting):
+    result = _predict(client, painting, model=no_gallery_model)
+    assert "Could not load" not in result[-2]
+    plot, note = client.predict(no_gallery_model, "sphere", "style", api_name="/explore")
+    assert plot is None and "No gallery in this model" in note
+    assert client.predict(no_gallery_model, api_name="/similar") == []
 
 
 def test_eight_parallel_clients_get_their_own_answers(app_url, predictor, painting_paths):

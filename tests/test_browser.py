@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app_server import ROOT, running_app
+from app_server import ROOT, checkpoint_with_gallery, running_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -27,13 +27,16 @@ def _loose(label: str) -> re.Pattern:
     return re.compile(r"[\s_-]+".join(map(re.escape, re.split(r"[\s_-]+", label))), re.IGNORECASE)
 
 
-def test_upload_answers_heatmap_explorer_and_error(tmp_path, predictor, painting, bad_files):
+def test_upload_answers_heatmap_explorer_and_error(tmp_path, predictor, painting, bad_files, val_rows, data_dir):
     sync_api = pytest.importorskip("playwright.sync_api")
     artifacts = ROOT / "artifacts"
     artifacts.mkdir(exist_ok=True)
     top_style = predictor.predict(painting, 1)["style"][0][0]
+    # The explorer needs a gallery: a second model (the default's weights plus a small gallery) is
+    # picked in the UI, which also drives the model picker in a real browser.
+    gallery_model = str(checkpoint_with_gallery(tmp_path / "with-gallery", val_rows[:40], data_dir))
 
-    with running_app(tmp_path / "app.log") as url, sync_api.sync_playwright() as pw:
+    with running_app(tmp_path / "app.log", ARTATTR_MODEL=gallery_model) as url, sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
@@ -49,6 +52,8 @@ def test_upload_answers_heatmap_explorer_and_error(tmp_path, predictor, painting
             expect(heatmap).to_be_visible(timeout=TIMEOUT_MS)
             page.wait_for_function("img => img.complete && img.naturalWidth >= 160", arg=heatmap.element_handle())
 
+            page.locator("#model input").click()
+            page.get_by_role("option", name=gallery_model).click()
             page.get_by_role("tab", name="3D explorer").click()
             canvas = page.locator("#explorer canvas").first
             expect(canvas).to_be_visible(timeout=TIMEOUT_MS)
