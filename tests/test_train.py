@@ -1,0 +1,236 @@
+"""The training CLI on real paintings: a tiny fit, exact resume, config typos, corrupt files, exact evaluation."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from sklearn.metrics import f1_score
+
+import artattr
+from train.evaluate import main as evaluate_main
+from train.fit import ConfigError, main as fit_main, make_args, parse_args, run
+
+STYLES = 4
+TINY = dict(input_size=64, epochs=2, batch_size=16, workers=0, min_artist_images=2, pretrained=True,
+            embed_dim=16, seed=3)
+
+
+def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory, data_dir) -> Path:
+    """64 real paintings of 4 styles (12 train + 4 val each) plus one corrupt JPEG in train."""
+    with (data_dir / "metadata.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    styles = sorted({r["style"] for r in rows})[:STYLES]
+    picked = []
+    for split, n in (("train", 12), ("val", 4)):
+        for style in styles:
+            picked += [dict(r, path=str(data_dir / r["path"])) for r in rows if r["split"] == split and r["style"] == style][:n]
+    out = tmp_path_factory.mktemp("tiny")
+    (out / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    picked.append({"path": "broken.jpg", "style": styles[0], "artist": "nobody", "genre": "portrait", "split": "train"})
+    _write_csv(out / "metadata.csv", picked, ["path", "style", "artist", "genre", "split", "artist_fold"])
+    return out
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_data, tmp_path_factory):
+    """Two uninterrupted epochs: the reference for every fit test."""
+    records = _Records()
+    logging.getLogger("train").addHandler(records)
+    try:
+        out = tmp_path_factory.mktemp("run") / "full"
+        best = run(make_args({**TINY, "data": str(tiny_data), "out": str(out)}))
+    finally:
+        logging.getLogger("train").removeHandler(records)
+    return out, best, records.messages
+
+
+def test_fit_writes_loadable_checkpoint_metrics_and_plots(full_run, painting):
+    out, best, messages = full_run
+    assert best == out / "best"
+    predictor = artattr.load(best)
+    assert set(predictor.config.tasks) == {"style", "genre", "artist"}
+    assert len(predictor.config.tasks["style"]) == STYLES
+    assert set(predictor.config.temperature) == {"style", "genre", "artist"}
+    answer = predictor.predict(painting, top_k=2)
+    assert len(answer["style"]) == 2 and abs(sum(predictor.run(painting).probs["style"]) - 1) < 1e-5
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"style", "genre", "artist"}
+    for m in metrics.values():
+        assert {"top1", "top5", "macro_f1", "n"} <= set(m) and 0 <= m["top1"] <= m["top5"] <= 1
+    assert metrics["style"]["n"] == 4 * STYLES
+    for name in ("learning_curves.png", "confusion_style.png", "confusion_artist.png"):
+        with Image.open(out / name) as img:
+            assert img.format == "PNG" and img.width > 300
+        assert (best / name).is_file()  # the report travels with the checkpoint to the Hub
+    assert "## Metrics" in (best / "README.md").read_text()
+    assert (out / "last" / "model.safetensors").is_file() and (out / "trainer_state.pt").is_file()
+
+    history = json.loads((out / "history.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert all(h["train"]["style"]["n"] > 0 and h["val"]["style"]["n"] == 4 * STYLES for h in history)
+
+
+def test_corrupt_image_is_skipped_logged_and_counted(full_run, tiny_data):
+    out, _, messages = full_run
+    assert [m for m in messages if "broken.jpg" in m] == [f"skipping unreadable image {tiny_data / 'broken.jpg'}"]
+    assert json.loads((out / "report.json").read_text())["skipped_unreadable"] == 1
+
+
+def test_resume_continues_exactly(full_run, tiny_data, tmp_path):
+    reference, _, _ = full_run
+    out = tmp_path / "interrupted"
+    args = {**TINY, "data": str(tiny_data), "out": str(out)}
+    run(make_args({**args, "time_limit": 1e-9}))  # stops cleanly after epoch 1, like a preempted job
+    state = torch.load(out / "trainer_state.pt", weights_only=False)
+    assert state["epoch"] == 0 and len(state["history"]) == 1
+    assert not (out / "history.json").exists()
+
+    run(make_args({**args, "resume": True}))
+    got = json.loads((out / "history.json").read_text())["history"]
+    want = json.loads((reference / "history.json").read_text())["history"]
+    for g, w in zip(got, want, strict=True):
+        assert g["train_loss"] == w["train_loss"] and g["val_ce"] == w["val_ce"]
+        assert g["val"] == w["val"]
+    a, b = load_file(str(out / "last" / "model.safetensors")), load_file(str(reference / "last" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in b)
+
+
+def test_resume_refuses_a_different_run(full_run, tiny_data):
+    reference, _, _ = full_run
+    with pytest.raises(ConfigError, match="different settings.*input_size"):
+        run(make_args({**TINY, "data": str(tiny_data), "out": str(reference), "input_size": 96, "resume": True}))
+
+
+def test_config_typos_name_the_key(tmp_path, capsys):
+    config = tmp_path / "typo.yaml"
+    config.write_text("architecture: efficientnet_lite0\nepocs: 3\n")
+    with pytest.raises(ConfigError, match="typo.yaml: unknown key 'epocs'; did you mean 'epochs'"):
+        parse_args(["--config", str(config)])
+    assert fit_main(["--config", str(config), "--out", str(tmp_path / "never")]) == 2
+    assert "unknown key 'epocs'" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+    with pytest.raises(ConfigError, match="unknown key 'lerning_rate'"):
+        parse_args(["--lerning-rate", "0.1"])
+    with pytest.raises(ConfigError, match="batch_size must be int"):
+        parse_args(["--batch_size", "big"])
+    with pytest.raises(ConfigError, match="recipe must be one of"):
+        parse_args(["--recipe", "magic"])
+    assert parse_args(["--lr", "1e-3", "--hflip", "false", "--resume"]).lr == 1e-3
+
+
+# ------------------------------------------------------------------------------------------ evaluate
+
+@pytest.fixture(scope="module")
+def eval_data(tmp_path_factory, data_dir, val_rows, predictor):
+    """16 val paintings (one per style first), a style the model does not know, an artist it does not
+    know, a missing genre, a corrupt file, and 4 rows marked train that --split val must ignore."""
+    rows = [dict(r, path=str(data_dir / r["path"])) for r in val_rows[:16]]
+    rows[11]["style"] = "Stuckism"                   # not in the checkpoint: excluded, counted
+    rows[12]["artist"] = "a-painter-nobody-knows"    # not in the checkpoint: scored as "other"
+    rows[13]["genre"] = ""                           # missing: not scored
+    out = tmp_path_factory.mktemp("eval")
+    (out / "corrupt.jpg").write_bytes((data_dir / val_rows[0]["path"]).read_bytes()[:300])
+    rows.append(dict(rows[0], path="corrupt.jpg"))
+    for r in rows:
+        r["split"] = "val"
+    rows += [dict(r, path=str(data_dir / r["path"]), split="train") for r in val_rows[20:24]]
+    return out, rows
+
+
+def _expected(predictor, rows) -> dict:
+    """The metrics recomputed one image at a time, without train.metrics."""
+    expected, outputs = {}, {}
+    for task, labels in predictor.config.tasks.items():
+        ys, probs = [], []
+        for r in rows:
+            label = r[task]
+            if r["path"].endswith("corrupt.jpg") or not label:
+                continue
+            if label not in labels:
+                if task != "artist":
+                    continue
+                label = "other"
+            ys.append(labels.index(label))
+            if r["path"] not in outputs:
+                outputs[r["path"]] = predictor.run(r["path"])
+            probs.append(outputs[r["path"]].probs[task])
+        y, p = np.array(ys), np.array(probs)
+        pred = p.argmax(1)
+        expected[task] = {"top1": float(np.mean(pred == y)),
+                          "top5": float(np.mean([t in np.argsort(-q)[:5] for t, q in zip(y, p)])),
+                          "macro_f1": float(f1_score(y, pred, labels=np.unique(y), average="macro", zero_division=0)),
+                          "n": len(y)}
+    return expected
+
+
+def _check(out: Path, expected: dict) -> None:
+    got = json.loads((out / "metrics.json").read_text())
+    assert set(got) == set(expected)
+    for task, want in expected.items():
+        assert got[task]["n"] == want["n"], task
+        for key in ("top1", "top5", "macro_f1"):
+            assert got[task][key] == pytest.approx(want[key], abs=1e-9), (task, key)
+    with Image.open(out / "confusion_artist.png") as img:
+        assert img.format == "PNG"
+    assert "== style" in (out / "classification_report.txt").read_text()
+
+
+def test_evaluate_split_rows_exactly(eval_data, predictor, tmp_path, capsys):
+    folder, rows = eval_data
+    _write_csv(folder / "metadata.csv", rows, ["path", "style", "artist", "genre", "split"])
+    assert evaluate_main(["default", "--data", str(folder), "--split", "val", "--out", str(tmp_path), "--workers", "1"]) == 0
+    assert "macro-F1" in capsys.readouterr().out
+    val = [r for r in rows if r["split"] == "val"]
+    expected = _expected(predictor, val)
+    assert expected["style"]["n"] == 15 and expected["genre"]["n"] < 15
+    _check(tmp_path, expected)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["unreadable"] == 1 and report["rows"] == len(val)
+    assert report["excluded_unknown_labels"] == {"style": {"Stuckism": 1}}
+
+
+def test_evaluate_all_rows_without_split_column(eval_data, predictor, tmp_path):
+    folder, rows = eval_data
+    plain = tmp_path / "data"
+    plain.mkdir()
+    (plain / "corrupt.jpg").write_bytes((folder / "corrupt.jpg").read_bytes())
+    _write_csv(plain / "metadata.csv", rows, ["path", "style", "artist", "genre"])
+    out = tmp_path / "report"
+    assert evaluate_main(["default", "--data", str(plain), "--out", str(out), "--workers", "0"]) == 0
+    _check(out, _expected(predictor, rows))
+    assert json.loads((out / "report.json").read_text())["rows"] == len(rows)
+
+
+def test_evaluate_bad_arguments(eval_data, tmp_path, capsys):
+    folder, rows = eval_data
+    _write_csv(folder / "metadata.csv", rows, ["path", "style", "artist", "genre", "split"])
+    assert evaluate_main(["default", "--data", str(folder), "--split", "test", "--out", str(tmp_path)]) == 1
+    assert "no rows with split 'test'" in capsys.readouterr().err
+    assert evaluate_main(["default", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 1
+    assert "metadata.csv" in capsys.readouterr().err
