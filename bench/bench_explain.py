@@ -1,0 +1,65 @@
+"""Issue 5 numbers: heatmap cost on the embedded default, at its own input size and at 224 px.
+
+Run: ./run bench  (or .venv/bin/python bench/bench_explain.py). Targets on 2 CPU cores:
+Grad-CAM <= 3 × one forward pass; occlusion (window 32, stride 16) <= 2.5 s at 224 px.
+"explain" times are end to end from a 1024×768 JPEG: decode, top prediction, attribution and
+the map resized back to 1024×768.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DATA = ROOT.parent / "shared" / "data" / "wikiart11"
+
+
+def timeit(fn, repeat: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    import artattr
+    from artattr.explain import attribute, explain
+
+    default = artattr.load("default")
+    painting = next((DATA / "images" / "Baroque").glob("*.jpg"))
+    buf = io.BytesIO()
+    Image.open(painting).convert("RGB").resize((1024, 768), Image.BICUBIC).save(buf, "JPEG", quality=92)
+    jpeg = buf.getvalue()
+    print(f"{torch.get_num_threads()} threads")
+
+    for size in sorted({default.config.input_size, 224}):
+        predictor = artattr.Predictor(default.model, dataclasses.replace(default.config, input_size=size))
+        x = predictor.to_tensor(jpeg)[None]
+        with torch.inference_mode():
+            forward = timeit(lambda: predictor.model(x), 20)
+        gradcam = timeit(lambda: attribute(predictor.model, x, "style", 0, "gradcam"), 20)
+        print(f"\n{size} px: forward {forward * 1e3:.1f} ms | Grad-CAM {gradcam * 1e3:.1f} ms = "
+              f"{gradcam / forward:.2f} × forward (target <= 3)")
+        for batch in (16, 32, 64):
+            t = timeit(lambda: attribute(predictor.model, x, "style", 0, "occlusion", batch=batch), 3)
+            print(f"  occlusion window 32 stride 16, {batch} per batch: {t:.2f} s (target <= 2.5 s)")
+        print(f"  integrated gradients, 32 steps: {timeit(lambda: attribute(predictor.model, x, 'style', 0, 'ig'), 3):.2f} s")
+        for method in ("gradcam", "occlusion", "ig"):
+            t = timeit(lambda: explain(predictor, jpeg, method), 3)
+            print(f"  explain(1024×768 JPEG, {method!r}) end to end: {t * 1e3:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
