@@ -11,6 +11,9 @@ import torch.nn.functional as F
 
 #: Keys of :meth:`MultiTaskModel.forward` that are embeddings, not task logits.
 EMBEDDING_KEYS = ("embedding", "sphere")
+#: Prefix of the multilabel outputs (``"multilabel/tags"``): independent sigmoid logits, trained
+#: with BCE, kept apart from the softmax tasks so code that reads ``model.tasks`` never sees them.
+MULTILABEL_PREFIX = "multilabel/"
 
 
 class ArcMargin(nn.Module):
@@ -41,6 +44,8 @@ class MultiTaskModel(nn.Module):
 
     ``forward`` returns ``{task: logits, "embedding": (B, embed_dim), "sphere": (B, 3)}`` in a
     single pass so the app gets answers and explorer coordinates from one forward.
+    ``multilabel`` ({name: n or [labels]}, e.g. tags and media) adds sigmoid heads whose logits
+    come out under ``MULTILABEL_PREFIX + name``.
     ``cam_layer`` names the module Grad-CAM reads; ``cam_reshape`` turns its output into
     (B, C, H, W) for token-based backbones.
     """
@@ -60,6 +65,7 @@ class MultiTaskModel(nn.Module):
         dropout: float = 0.2,
         mean: tuple[float, ...] = (0.485, 0.456, 0.406),
         std: tuple[float, ...] = (0.229, 0.224, 0.225),
+        multilabel: dict[str, int | list[str]] | None = None,
     ):
         super().__init__()
         self.mean, self.std = list(mean), list(std)  # the normalisation the backbone was pretrained with
@@ -68,6 +74,11 @@ class MultiTaskModel(nn.Module):
         self.tasks = dict(tasks)
         self.dropout = nn.Dropout(dropout)
         self.heads = nn.ModuleDict({t: nn.Linear(feat_dim, n) for t, n in self.tasks.items()})
+        # Label names may be given (and so kept in the checkpoint's model_args); the head needs the count.
+        self.multilabel_sizes = {k: len(v) if isinstance(v, (list, tuple)) else int(v) for k, v in (multilabel or {}).items()}
+        if set(self.multilabel_sizes) & set(self.tasks):
+            raise ValueError(f"multilabel names {sorted(self.multilabel_sizes)} must differ from the tasks {sorted(self.tasks)}")
+        self.multilabel = nn.ModuleDict({k: nn.Linear(feat_dim, n) for k, n in self.multilabel_sizes.items()})
         self.embedding = nn.Linear(feat_dim, embed_dim) if embed_dim else None
         self.sphere = nn.Linear(feat_dim, 3) if sphere else None
         self.arcface = nn.ModuleDict()
@@ -94,6 +105,13 @@ class MultiTaskModel(nn.Module):
     def forward_head(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
         dropped = self.dropout(feats)
         out = {t: head(dropped) for t, head in self.heads.items()}
+        out.update({MULTILABEL_PREFIX + k: head(dropped) for k, head in self.multilabel.items()})
+        out.update(self.embed(feats))
+        return out
+
+    def embed(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The unit-norm explorer embeddings of pooled features (architectures with per-task branches reuse it)."""
+        out = {}
         if self.embedding is not None:
             out["embedding"] = F.normalize(self.embedding(feats), dim=-1)
         if self.sphere is not None:
