@@ -41,6 +41,6 @@ def vit_base_patch16_224(tasks: dict[str, int], pretrained: bool = False, **kwar
     # The last block's pre-attention norm still has spatial tokens that feed the CLS token.
     return MultiTaskModel(
         trunk, trunk.vit.config.hidden_size, tasks,
-        cam_layer="backbone.vit.encoder.layer.11.layernorm_before", cam_reshape=tokens_to_grid,
+        cam_layer="backbone.vit.layers.11.layernorm_before", cam_reshape=tokens_to_grid,
         mean=(0.5,) * 3, std=(0.5,) * 3, **kwargs,
     )
