@@ -19,6 +19,7 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
+import torch
 from PIL import Image
 
 import artattr
@@ -241,6 +242,10 @@ def build_app(model_ids: list[str] | None = None) -> gr.Blocks:
     """The Blocks app; ``model_ids`` (default: ``ARTATTR_MODEL``) are offered next to the embedded model."""
     from artattr.explain import METHODS  # torch-only at import; captum loads on the first heatmap
 
+    # One thread per request: a 160 px forward gains little from a second thread, and on a busy
+    # 2-core box (a Space, or CI) a thread pool that waits for a descheduled worker turned a 25 ms
+    # forward into 700 ms. Parallelism comes from serving two requests at once (queue below).
+    torch.set_num_threads(1)
     default = get_model("default")  # load now: the first upload must not wait for it
     _offered[:] = model_choices(model_ids)
     tasks = [t for t in TASKS if t in default.predictor.labels]

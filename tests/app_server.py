@@ -23,14 +23,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_app(log_path: Path, **env: str) -> Iterator[str]:
+def running_app(log_path: Path, python_flags: tuple[str, ...] = (), **env: str) -> Iterator[str]:
     """Yield the URL of ``app.py`` running in a subprocess; its output goes to ``log_path``."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
            "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", **env}
     with log_path.open("w") as log:
-        proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, *python_flags, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + STARTUP_LIMIT_S
             while True:
