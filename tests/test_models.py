@@ -26,7 +26,7 @@ MULTILABEL = {"tags": ["oil", "canvas", "portrait"], "media": 2}
 #: arguments that make a model test-sized
 TINY = {"wikiart_cnn": {"input_size": SIZE}}
 CONFIGS = Path(__file__).resolve().parent.parent / "train" / "configs"
-MY_CONFIGS = ["wikiart_cnn", "wikiart_cnn_gap", "resnet50", "vit_multitask", "rla_resnet50", "metric_resnet18",
+MY_CONFIGS = ["wikiart_cnn", "wikiart_cnn_gap", "vit_freeze5", "rla_resnet50", "metric_resnet18",
               "metric_resnet18_arcface", "onelayer_cnn"]
 
 
