@@ -30,6 +30,7 @@ class MultiBranchModel(MultiTaskModel):
 
     The explorer embeddings are read from all branches together, so they reflect what the
     tasks learned rather than raw trunk activations (and cost 3 x 1,024 inputs, not 100,352).
+    Regularisation is the branches' ``branch_dropout``; the shared ``dropout`` argument is unused.
     """
 
     def __init__(self, backbone: nn.Module, feat_dim: int, tasks: dict[str, int], cam_layer: str,
