@@ -92,6 +92,8 @@ def _open(source: ImageInput) -> Image.Image:
         raise ValueError(f"{name} is not an image Pillow can read (JPEG, PNG, WebP, TIFF, GIF, BMP…).") from None
     except Image.DecompressionBombError as err:
         raise ValueError(f"{name} is too large to process safely: {err}") from None
+    except (OSError, SyntaxError):  # a header cut short: "Truncated File Read" from the format plugin
+        raise ValueError(f"{name} is truncated or corrupt (it may not have finished uploading).") from None
     return img
 
 

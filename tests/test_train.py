@@ -234,3 +234,75 @@ def test_evaluate_bad_arguments(eval_data, tmp_path, capsys):
     assert "no rows with split 'test'" in capsys.readouterr().err
     assert evaluate_main(["default", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 1
     assert "metadata.csv" in capsys.readouterr().err
+
+
+def test_default_config_runs_the_cached_recipe(tiny_data, tmp_path):
+    """train/configs/default.yaml (the embedded model's recipe) through `python -m train fit`, shrunk."""
+    args = parse_args(["--config", "train/configs/default.yaml", "--data", str(tiny_data), "--out", str(tmp_path / "out"),
+                       "--input_size", "64", "--epochs", "1", "--batch_size", "16", "--min_artist_images", "2",
+                       "--cache_dir", str(tmp_path / "cache")])
+    assert args.recipe == "cached" and args.loss_weighting == "fixed"
+    best = run(args)
+    predictor = artattr.load(best)
+    assert predictor.config.input_size == 64 and len(predictor.config.tasks["style"]) == STYLES
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["skipped_unreadable"] == 1
+    cache = next((tmp_path / "cache").iterdir())
+    assert torch.load(cache / "train.pt")["ok"].sum() == 4 * 12  # the broken file is flagged, not trained on
+
+
+def test_u8_cache_feeds_the_same_pixels(tiny_data, tmp_path):
+    from train.fit import image_feed, load_rows
+
+    args = make_args({**TINY, "data": str(tiny_data), "cache_dir": str(tmp_path)})
+    rows, read = load_rows(args)
+    train_rows = [r for r in rows if r.split == "train"]
+    val_rows = [r for r in rows if r.split == "val"]
+    mean, std = [0.5] * 3, [0.5] * 3
+    decoded = list(image_feed(args, train_rows, val_rows, read, mean, std, torch.device("cpu")).batches(0, False))
+    cached = image_feed(make_args({**TINY, "data": str(tiny_data), "cache_dir": str(tmp_path), "u8_cache": True}),
+                        train_rows, val_rows, read, mean, std, torch.device("cpu"))
+    for (a, ia, oka), (b, ib, okb) in zip(decoded, cached.batches(0, False), strict=True):
+        assert torch.equal(ia, ib) and torch.equal(oka, okb) and torch.equal(a, b)
+    train_ok = torch.cat([ok for _, _, ok in cached.batches(1, True)])
+    assert int((~train_ok).sum()) <= 1  # broken.jpg is flagged (when it falls in a kept batch)
+
+
+def test_hf_datasets_source_uses_feature_label_names(tmp_path, painting):
+    """A `datasets` image table with ClassLabel columns (the huggan/wikiart layout), from a local folder."""
+    import datasets
+
+    from train.fit import DecodedRows, load_rows
+
+    features = datasets.Features({
+        "image": datasets.Image(),
+        "artist": datasets.ClassLabel(names=["Unknown Artist", "claude-monet", "vincent-van-gogh"]),
+        "genre": datasets.ClassLabel(names=["landscape", "portrait", "Unknown Genre"]),
+        "style": datasets.ClassLabel(names=["Impressionism", "Post_Impressionism"]),
+    })
+    table = datasets.Dataset.from_dict({
+        "image": [str(painting)] * 3, "artist": [1, 2, 0], "genre": [0, 2, 1], "style": [0, 1, 1]}, features=features)
+    (tmp_path / "data").mkdir()
+    table.to_parquet(str(tmp_path / "data" / "train.parquet"))
+    rows, read = load_rows(make_args({"data": f"hf:{tmp_path / 'data'}"}))
+    assert [r.labels for r in rows] == [
+        {"style": "Impressionism", "genre": "landscape", "artist": "claude-monet"},
+        {"style": "Post_Impressionism", "genre": "", "artist": "vincent-van-gogh"},
+        {"style": "Post_Impressionism", "genre": "portrait", "artist": ""},
+    ]
+    assert rows[2].artist_fold == -1 and rows[0].artist_fold >= 0
+    x, _, ok = DecodedRows(rows, 32, read)[1]
+    assert ok and x.shape == (3, 32, 32) and x.dtype == torch.uint8
+
+
+def test_hf_source_offline_is_a_clear_error(monkeypatch):
+    from train.fit import load_rows
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import datasets.config
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ValueError, match="hf:nobody/no-such-dataset"):
+        load_rows(make_args({"data": "hf:nobody/no-such-dataset"}))
