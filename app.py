@@ -167,6 +167,15 @@ def _display_copy(image: Image.Image) -> Image.Image:
     return image
 
 
+def _at_least_display_size(image: Image.Image) -> Image.Image:
+    """Small uploads (WikiArt thumbnails are 160 px) are enlarged for viewing; browsers show images at
+    their natural size, where a 160 px heatmap is too small to read."""
+    scale = DISPLAY_SIZE / max(image.size)
+    if scale <= 1:
+        return image
+    return image.resize((round(image.width * scale), round(image.height * scale)), Image.BICUBIC)
+
+
 def classes(state: Upload | None, model_id: str, task: str) -> dict:
     """Heatmap class dropdown for a newly chosen task (no forward pass: the cached output is enough)."""
     return _class_choices(get_model(state.model_id if state else model_id or "default"), state, task)
@@ -196,7 +205,7 @@ def _heatmap(state: Upload | None, method: str, task: str, label: str | None, op
         except ValueError as err:  # e.g. an unknown method from an API caller
             raise gr.Error(str(err), print_exception=False) from None
     prob = float(state.output.probs[task][target])
-    return (explain.overlay(state.image, state.heatmaps[key], opacity),
+    return (_at_least_display_size(explain.overlay(state.image, state.heatmaps[key], opacity)),
             f"{name} for {task} = **{pretty(task, labels[target])}** ({prob:.0%}): brighter regions raised this answer more.")
 
 
