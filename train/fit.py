@@ -374,7 +374,6 @@ def image_feed(args: FitArgs, train_rows, val_rows, read, mean, std, device: tor
     drop_last = n > bs  # BatchNorm cannot train on a last batch of one
     mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
     std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
-    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     caches = {}
     if args.u8_cache:
         caches = {True: _u8_cache(train_rows, read, args.input_size, args.workers, args.cache_dir, "train"),
@@ -399,7 +398,7 @@ def image_feed(args: FitArgs, train_rows, val_rows, read, mean, std, device: tor
             x = x.to(device, non_blocking=True).float().div_(255)
             if train and (args.crop_scale < 1 or args.hflip or args.color_jitter):
                 x = augment(x, aug, args.crop_scale, args.hflip, args.color_jitter)
-            yield ((x - mean_t) / std_t).contiguous(memory_format=memory_format), idx, ok
+            yield ((x - mean_t) / std_t).contiguous(memory_format=torch.channels_last), idx, ok
 
     def forward(net: nn.Module, x: torch.Tensor) -> dict:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -446,7 +445,10 @@ def cached_feed(args: FitArgs, train_rows, val_rows, vocab: Vocab, model: nn.Mod
     def top(net: nn.Module) -> nn.Module:
         return lite_parts(net, args.frozen_blocks)[1]
 
-    return Feed(batches, lambda net, f: net.forward_head(top(net)(f.float())), math.ceil(n / bs),
+    def forward(net: nn.Module, f: torch.Tensor) -> dict:
+        return net.forward_head(top(net)(f.float().contiguous(memory_format=torch.channels_last)))
+
+    return Feed(batches, forward, math.ceil(n / bs),
                 lambda net: list(top(net).parameters()), lambda net, epoch: net.train())
 
 
@@ -606,9 +608,7 @@ def run(args: FitArgs) -> Path:
                                  dropout=args.dropout, **args.model_args)
     feed = (cached_feed(args, train_rows, val_rows, vocab, model, device) if args.recipe == "cached"
             else image_feed(args, train_rows, val_rows, read, model.mean, model.std, device))
-    model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+    model.to(device).to(memory_format=torch.channels_last)  # faster convolutions on GPUs and CPUs alike
     criterion = TaskLoss(args, vocab, y_train).to(device)
     backbone_ids = {id(p) for p in feed.backbone(model)}
     heads = [p for n, p in model.named_parameters() if id(p) not in backbone_ids and not n.startswith("backbone.")]
@@ -714,7 +714,7 @@ def run(args: FitArgs) -> Path:
     if skipped:
         print(f"skipped {skipped} unreadable image(s) (logged above)")
     best_model, _ = load_checkpoint(out / "best")
-    best_model.to(device)
+    best_model.to(device).to(memory_format=torch.channels_last)
     logits, ok_val = predict_logits(feed, best_model, len(val_rows), tasks)
     yv = _masked(y_val, ok_val)
     temps = {t: fit_temperature(logits[t], torch.from_numpy(yv[t])) for t in tasks} if args.calibrate else {}
