@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 import warnings
@@ -143,19 +142,13 @@ def evaluate(model_id: str, data: str | Path, out: str | Path, split: str | None
                         prefetch_factor=4 if workers else None)
     probs = {t: np.zeros((len(rows), len(config.tasks[t])), dtype=np.float32) for t in tasks}
     ok = np.zeros(len(rows), dtype=bool)
-    start, threads = 0, torch.get_num_threads()
-    # one core per decoding worker, the rest for the model: spinning OpenMP threads that share a
-    # core with a decoder cost more than they give
-    torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - workers)))
-    try:
-        for x, good in tqdm(loader, desc="evaluating", unit="batch", leave=False):
-            outputs = predictor.forward_batch(_normalise(x, config))
-            for t in tasks:
-                probs[t][start: start + len(x)] = np.stack([o.probs[t] for o in outputs])
-            ok[start: start + len(x)] = good.numpy()
-            start += len(x)
-    finally:
-        torch.set_num_threads(threads)
+    start = 0
+    for x, good in tqdm(loader, desc="evaluating", unit="batch", leave=False):
+        outputs = predictor.forward_batch(_normalise(x, config))
+        for t in tasks:
+            probs[t][start: start + len(x)] = np.stack([o.probs[t] for o in outputs])
+        ok[start: start + len(x)] = good.numpy()
+        start += len(x)
     for i in np.flatnonzero(~ok):
         log.warning("skipping unreadable image %s", rows[i].path)
     targets = {t: np.where(ok, y, MISSING) for t, y in targets.items()}
