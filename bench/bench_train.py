@@ -45,7 +45,8 @@ def main() -> None:
     vocab = Vocab.build(train_rows, args.tasks, min_artist_images=2)
     targets = vocab.targets(train_rows)
     model = artattr.create_model(args.architecture, tasks=vocab.labels, embed_dim=args.embed_dim,
-                                 arcface_task=args.arcface_task, dropout=args.dropout).to(device)
+                                 arcface_task=args.arcface_task, dropout=args.dropout)
+    model.to(device).to(memory_format=torch.channels_last)  # as train.fit.run does
     feed = image_feed(args, train_rows, val_rows[:8], read, model.mean, model.std, device)
     criterion = TaskLoss(args, vocab, targets).to(device)
     opt = torch.optim.AdamW(list(model.parameters()) + list(criterion.parameters()), lr=1e-4)
@@ -68,7 +69,7 @@ def main() -> None:
             n += len(idx)
         return n / (time.perf_counter() - t0)
 
-    synthetic = [(torch.randn(opts.batch, 3, opts.size, opts.size, device=device),
+    synthetic = [(torch.randn(opts.batch, 3, opts.size, opts.size, device=device).contiguous(memory_format=torch.channels_last),
                   torch.arange(i * opts.batch, (i + 1) * opts.batch), None) for i in range(4)]
     fake = timed(itertools.cycle(synthetic))
     real = timed(feed.batches(0, True))
