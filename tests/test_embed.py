@@ -80,6 +80,7 @@ def test_export_writes_a_small_gallery_with_quality_numbers(built, gallery):
     assert q["style_knn10"]["embedding"]["n"] == 6 and 0 <= q["style_knn10"]["classifier_head"]["top1"] <= 1
     assert q["umap_placing_error"]["n"] == 6 and q["umap_placing_error"]["median"] >= 0
     assert set(q["silhouette_style"]) == {"sphere", "umap", "embedding_cosine"}
+    assert set(q["silhouette_style_val"]) == {"sphere", "umap_placed", "embedding_cosine"}
 
 
 def test_loading_imports_neither_umap_nor_numba(built):

@@ -7,7 +7,7 @@ the gallery) to measure what the explorer is worth and stores the numbers in ``g
 
 - style kNN (k=10) accuracy of the retrieval embedding against the classifier head, also with
   neighbours restricted to other artists' folds (style, not painter recognition);
-- silhouette of the style clusters in the sphere and UMAP views;
+- silhouette of the style clusters in the sphere and UMAP views, of the gallery and of val paintings;
 - how far the run-time UMAP placing (weighted neighbours) lands from ``umap.transform``;
 - held-out classes: do paintings of artists the model never had as a class cluster by artist?
 """
@@ -212,6 +212,12 @@ def evaluate(predictor: artattr.Predictor, gallery: Gallery, rows: list[Row], ev
             "median_random_pair_distance": round(float(np.median(np.linalg.norm(
                 gallery.coords["umap"][pairs[0]] - gallery.coords["umap"][pairs[1]], axis=1))), 4),
             "units": "gallery UMAP scaled so 95% of points lie within radius 1",
+        }
+        # the gallery's own silhouettes flatter the model (it trained on those paintings): these are unseen ones
+        result["silhouette_style_val"] = {
+            "sphere": _silhouette(np.stack([o.sphere for o in outputs]), y) if "sphere" in gallery.coords else None,
+            "umap_placed": _silhouette(placed, y),
+            "embedding_cosine": _silhouette(emb, y, "cosine"),
         }
     pool_rows = rows + eval_rows
     pool = np.concatenate([gallery.embedding, np.stack([o.embedding for o in outputs])]) if outputs else gallery.embedding
