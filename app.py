@@ -38,6 +38,9 @@ PLOT_HEIGHT = 520
 #: Methods that take seconds on 2 CPU cores: they run only when the user presses "Explain".
 SLOW_METHODS = ("occlusion",)
 METHOD_NAMES = {"gradcam": "Grad-CAM", "occlusion": "Occlusion", "ig": "Integrated Gradients"}
+# What python -m artattr.explain.evaluate found on WikiArt-11: said where the map is shown.
+METHOD_CAVEATS = {"ig": " Caution: Integrated Gradients maps of a model with random weights look much like these "
+                        "(they follow edges in the picture), so trust only regions Grad-CAM or occlusion also show."}
 
 
 @dataclass
@@ -206,7 +209,8 @@ def _heatmap(state: Upload | None, method: str, task: str, label: str | None, op
             raise gr.Error(str(err), print_exception=False) from None
     prob = float(state.output.probs[task][target])
     return (_at_least_display_size(explain.overlay(state.image, state.heatmaps[key], opacity)),
-            f"{name} for {task} = **{pretty(task, labels[target])}** ({prob:.0%}): brighter regions raised this answer more.")
+            f"{name} for {task} = **{pretty(task, labels[target])}** ({prob:.0%}): brighter regions raised this answer more."
+            + METHOD_CAVEATS.get(method, ""))
 
 
 def explain_heatmap(state: Upload | None, method: str, task: str, label: str | None, opacity: float,

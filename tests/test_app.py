@@ -162,6 +162,7 @@ def test_explain_every_method_from_cached_upload(client, predictor, painting):
         img = Image.open(path)
         assert min(img.size) >= 160 and img.mode == "RGB", method
         assert "style" in note
+        assert ("random weights" in note) == (method == "ig")  # the failed sanity check is said where it matters
     # Any class, not only the top one; the note names it.
     other = classes[int(predictor.run(painting).probs["style"].argmin())]
     path, note = client.predict("gradcam", "style", other, 0.8, api_name="/explain")
