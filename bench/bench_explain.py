@@ -10,27 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import statistics
-import sys
-import time
-from pathlib import Path
 
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-DATA = ROOT.parent / "shared" / "data" / "wikiart11"
-
-
-def timeit(fn, repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+from common import DATA, median_seconds  # noqa: E402  (also puts the repo on sys.path)
 
 
 def main() -> None:
@@ -48,16 +32,16 @@ def main() -> None:
         predictor = artattr.Predictor(default.model, dataclasses.replace(default.config, input_size=size))
         x = predictor.to_tensor(jpeg)[None]
         with torch.inference_mode():
-            forward = timeit(lambda: predictor.model(x), 20)
-        gradcam = timeit(lambda: attribute(predictor.model, x, "style", 0, "gradcam"), 20)
+            forward = median_seconds(lambda: predictor.model(x), 20)
+        gradcam = median_seconds(lambda: attribute(predictor.model, x, "style", 0, "gradcam"), 20)
         print(f"\n{size} px: forward {forward * 1e3:.1f} ms | Grad-CAM {gradcam * 1e3:.1f} ms = "
               f"{gradcam / forward:.2f} × forward (target <= 3)")
         for batch in (16, 32, 64):
-            t = timeit(lambda: attribute(predictor.model, x, "style", 0, "occlusion", batch=batch), 3)
+            t = median_seconds(lambda: attribute(predictor.model, x, "style", 0, "occlusion", batch=batch), 3)
             print(f"  occlusion window 32 stride 16, {batch} per batch: {t:.2f} s (target <= 2.5 s)")
-        print(f"  integrated gradients, 32 steps: {timeit(lambda: attribute(predictor.model, x, 'style', 0, 'ig'), 3):.2f} s")
+        print(f"  integrated gradients, 32 steps: {median_seconds(lambda: attribute(predictor.model, x, 'style', 0, 'ig'), 3):.2f} s")
         for method in ("gradcam", "occlusion", "ig"):
-            t = timeit(lambda: explain(predictor, jpeg, method), 3)
+            t = median_seconds(lambda: explain(predictor, jpeg, method), 3)
             print(f"  explain(1024×768 JPEG, {method!r}) end to end: {t * 1e3:.0f} ms")
 
 

@@ -12,25 +12,11 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-DATA = ROOT.parent / "shared" / "data" / "wikiart11"
-
-
-def timeit(fn, repeat: int = 30) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+from common import DATA, ROOT, median_seconds  # noqa: E402  (also puts the repo on sys.path)
 
 
 def main() -> None:
@@ -45,9 +31,9 @@ def main() -> None:
     x = torch.randn(1, 3, size, size)
 
     with torch.inference_mode():
-        bare = timeit(lambda: predictor.model(x))
-    full = timeit(lambda: predictor.predict(jpeg))
-    decode = timeit(lambda: predictor.to_tensor(jpeg))
+        bare = median_seconds(lambda: predictor.model(x), 30)
+    full = median_seconds(lambda: predictor.predict(jpeg), 30)
+    decode = median_seconds(lambda: predictor.to_tensor(jpeg), 30)
     print(f"bare forward {size}px: {bare * 1e3:.1f} ms | predict(1024×768 JPEG): {full * 1e3:.1f} ms "
           f"(decode+preprocess {decode * 1e3:.1f} ms) | ratio {full / bare:.2f} (target <= 1.3)")
 
