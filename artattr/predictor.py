@@ -62,8 +62,13 @@ class Predictor:
     def to_tensor(self, image: ImageInput) -> torch.Tensor:
         """(3, S, S) normalised float tensor for one image."""
         img = self.resize(self.load(image))
-        x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
-        return (x - self._mean) / self._std
+        return self.normalise(torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()))
+
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(..., S, S, 3)`` pixels of resized images -> the model's normalised ``(..., 3, S, S)``
+        input; batches decoded elsewhere (e.g. in DataLoader workers) go through the same definition.
+        The result keeps the pixels' channels-last memory layout, the one the model runs fastest on."""
+        return (pixels.movedim(-1, -3).float().div_(255.0) - self._mean) / self._std
 
     @torch.inference_mode()
     def forward_batch(self, batch: torch.Tensor) -> list[Output]:

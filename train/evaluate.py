@@ -33,7 +33,8 @@ log = logging.getLogger("train")
 
 class _Images(Dataset):
     """The checkpoint's view of each path (``Predictor.load`` then ``Predictor.resize``) as uint8
-    HWC: a quarter of the bytes of float tensors between processes. Unreadable: zeros, ``ok=False``."""
+    HWC, a quarter of the bytes of float tensors between processes; ``Predictor.normalise`` finishes
+    the batch. Unreadable: zeros, ``ok=False``."""
 
     def __init__(self, predictor: artattr.Predictor, paths: list[str]):
         self.predictor, self.paths = predictor, paths
@@ -48,14 +49,6 @@ class _Images(Dataset):
         except (ValueError, OSError):
             return torch.zeros(self.size, self.size, 3, dtype=torch.uint8), False
         return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()), True
-
-
-def _normalise(batch: torch.Tensor, config) -> torch.Tensor:
-    """What ``Predictor.to_tensor`` does after resizing, for a (B, S, S, 3) uint8 batch, in the
-    Predictor model's channels_last layout."""
-    x = batch.permute(0, 3, 1, 2).float().div_(255.0)
-    x = (x - torch.tensor(config.mean).view(1, 3, 1, 1)) / torch.tensor(config.std).view(1, 3, 1, 1)
-    return x.contiguous(memory_format=torch.channels_last)
 
 
 def write_report(out_dir: str | Path, probs: dict[str, np.ndarray], targets: dict[str, np.ndarray],
@@ -144,7 +137,7 @@ def evaluate(model_id: str, data: str | Path, out: str | Path, split: str | None
     ok = np.zeros(len(rows), dtype=bool)
     start = 0
     for x, good in tqdm(loader, desc="evaluating", unit="batch", leave=False):
-        outputs = predictor.forward_batch(_normalise(x, config))
+        outputs = predictor.forward_batch(predictor.normalise(x))
         for t in tasks:
             probs[t][start: start + len(x)] = np.stack([o.probs[t] for o in outputs])
         ok[start: start + len(x)] = good.numpy()
