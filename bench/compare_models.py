@@ -192,7 +192,7 @@ def fine_tuned_section() -> list[str]:
     return [
         "", "## Fine-tuned within the CPU budget", "",
         f"`checkpoints/default` ({config['architecture']}, {config['input_size']} px, ImageNet init, blocks 5+ and "
-        "heads trained ~1 h on 2 CPU cores with `python -m train fit --config train/configs/default.yaml`), on the "
+        "heads trained ~30 min on 2 CPU cores with `python -m train fit --config train/configs/default.yaml`), on the "
         "full val split (not the sample above):", "",
         "| model | style top-1 | style F1 | genre top-1 | genre F1 | artist top-1 (known artists) | artist top-5 (known) | artist F1 (known) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
