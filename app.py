@@ -159,13 +159,15 @@ def predict(upload: dict | str | None, model_id: str, task: str, progress=gr.Pro
         image = model.predictor.load(source)
     except ValueError as err:
         raise gr.Error(str(err), title="Unusable image", print_exception=False) from None
-    state = Upload(model_id, _display_copy(image), model.predictor.run(image))
+    state = Upload(model_id, _display_copy(source, image), model.predictor.run(image))
     note = "\n\n".join(filter(None, [fallback, _note(model.predictor, state.output)]))
     return state, *_labels(model, state), note, _class_choices(model, state, task)
 
 
-def _display_copy(image: Image.Image) -> Image.Image:
-    image = image.copy()
+def _display_copy(source: str, image: Image.Image) -> Image.Image:
+    """The picture heatmaps are drawn on. The model's copy of a JPEG is decoded at the model's input
+    size, too coarse to look at: then the upload is decoded again at display size."""
+    image = artattr.load_image(source, draft_size=DISPLAY_SIZE) if max(image.size) < DISPLAY_SIZE else image.copy()
     image.thumbnail((DISPLAY_SIZE, DISPLAY_SIZE), Image.BILINEAR)
     return image
 

@@ -37,12 +37,17 @@ def main() -> None:
     print(f"bare forward {size}px: {bare * 1e3:.1f} ms | predict(1024×768 JPEG): {full * 1e3:.1f} ms "
           f"(decode+preprocess {decode * 1e3:.1f} ms) | ratio {full / bare:.2f} (target <= 1.3)")
 
-    cold = []
-    for _ in range(3):
-        t = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import artattr; artattr.load('default')"], cwd=ROOT, check=True)
-        cold.append(time.perf_counter() - t)
-    print(f"fresh process import + load('default'): median {statistics.median(cold):.2f} s (target <= 4 s)")
+    # Ready = spawn -> load() returned, read off the child's clock. Interpreter teardown (1 s or more
+    # after importing torch and timm, none of it ours) comes after the model is usable; shown apart.
+    ready, exited = [], []
+    for _ in range(5):
+        t = time.time()
+        out = subprocess.run([sys.executable, "-c", "import time, artattr; artattr.load('default'); print(time.time())"],
+                             cwd=ROOT, check=True, capture_output=True, text=True).stdout
+        exited.append(time.time() - t)
+        ready.append(float(out.split()[-1]) - t)
+    print(f"fresh process import + load('default'): median {statistics.median(ready):.2f} s until ready "
+          f"(target <= 4 s), {statistics.median(exited):.2f} s until the process has exited")
 
     paths = sorted((DATA / "images" / "Impressionism").glob("*.jpg"))[:256]
     t = time.perf_counter()

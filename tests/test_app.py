@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import artattr
+
 from app_server import ROOT, checkpoint_with_gallery, running_app
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -168,6 +170,23 @@ def test_explain_every_method_from_cached_upload(client, predictor, painting):
     path, note = client.predict("gradcam", "style", other, 0.8, api_name="/explain")
     assert Image.open(path).size == img.size
     assert _norm(other) in _norm(note)
+
+
+def test_heatmaps_are_drawn_on_a_sharp_copy_of_a_big_jpeg(client, tmp_path):
+    """The model decodes a JPEG at its input size; the picture under the heatmap must not be that coarse copy."""
+    # Grey 8-px blocks: detail a 256 px decode loses, and nothing JPEG's colour subsampling blurs anyway.
+    blocks = np.random.default_rng(0).integers(0, 256, (96, 128), dtype=np.uint8)
+    photo = Image.fromarray(blocks).resize((1024, 768), Image.NEAREST).convert("RGB")
+    path = tmp_path / "photo.jpg"
+    photo.save(path, quality=95)
+    _predict(client, path)
+    shown, _ = client.predict("gradcam", "style", None, 0.0, api_name="/explain")  # opacity 0: the picture alone
+    shown = np.asarray(Image.open(shown).convert("RGB"), dtype=float)
+    sharp = photo.copy()
+    sharp.thumbnail((448, 448), Image.BILINEAR)
+    model_copy = artattr.load_image(path, draft_size=160).resize(sharp.size, Image.BICUBIC)  # what it must not be
+    assert shown.shape[:2] == (sharp.height, sharp.width)
+    assert np.abs(shown - np.asarray(sharp)).mean() < 0.75 * np.abs(shown - np.asarray(model_copy)).mean()
 
 
 def test_explain_needs_an_upload(client):
