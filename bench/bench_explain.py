@@ -20,13 +20,14 @@ from common import DATA, median_seconds  # noqa: E402  (also puts the repo on sy
 def main() -> None:
     import artattr
     from artattr.explain import attribute, explain
+    from artattr.explain.base import fast_dtype
 
     default = artattr.load("default")
     painting = next((DATA / "images" / "Baroque").glob("*.jpg"))
     buf = io.BytesIO()
     Image.open(painting).convert("RGB").resize((1024, 768), Image.BICUBIC).save(buf, "JPEG", quality=92)
     jpeg = buf.getvalue()
-    print(f"{torch.get_num_threads()} threads")
+    print(f"{torch.get_num_threads()} threads; occlusion 'auto' precision here: {fast_dtype(torch.device('cpu')) or torch.float32}")
 
     for size in sorted({default.config.input_size, 224}):
         predictor = artattr.Predictor(default.model, dataclasses.replace(default.config, input_size=size))
@@ -36,9 +37,11 @@ def main() -> None:
         gradcam = median_seconds(lambda: attribute(predictor.model, x, "style", 0, "gradcam"), 20)
         print(f"\n{size} px: forward {forward * 1e3:.1f} ms | Grad-CAM {gradcam * 1e3:.1f} ms = "
               f"{gradcam / forward:.2f} × forward (target <= 3)")
-        for batch in (16, 32, 64):
-            t = median_seconds(lambda: attribute(predictor.model, x, "style", 0, "occlusion", batch=batch), 3)
-            print(f"  occlusion window 32 stride 16, {batch} per batch: {t:.2f} s (target <= 2.5 s)")
+        for precision in ("float32", "auto"):
+            for batch in (16, 32, 64):
+                t = median_seconds(lambda: attribute(predictor.model, x, "style", 0, "occlusion", batch=batch,
+                                                     precision=precision), 3)
+                print(f"  occlusion window 32 stride 16, {precision}, {batch} per batch: {t:.2f} s (target <= 2.5 s)")
         print(f"  integrated gradients, 32 steps: {median_seconds(lambda: attribute(predictor.model, x, 'style', 0, 'ig'), 3):.2f} s")
         for method in ("gradcam", "occlusion", "ig"):
             t = median_seconds(lambda: explain(predictor, jpeg, method), 3)

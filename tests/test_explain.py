@@ -191,6 +191,22 @@ def test_every_registered_model_and_method(registered, name, method, painting):
     assert _hooks(predictor.model) == 0
 
 
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_occlusion_finds_the_evidence_in_either_precision(evidence, precision):
+    heat = explain(evidence, _red_patches(), "occlusion", target="red", precision=precision)
+    row, col = np.unravel_index(heat.argmax(), heat.shape)
+    assert row < UPLOAD[1] // 2 and col < UPLOAD[0] // 2
+
+
+def test_bfloat16_occlusion_keeps_the_float32_map(painting):
+    """"auto" precision runs occlusion in bfloat16 where the CPU does it natively: same map, half the time."""
+    from scipy.stats import spearmanr
+
+    predictor = artattr.load("default")
+    maps = [explain(predictor, painting, "occlusion", precision=p) for p in ("float32", "bfloat16")]
+    assert spearmanr(maps[0].ravel(), maps[1].ravel())[0] > 0.9
+
+
 @pytest.mark.parametrize("name", ["gray.png", "rgba.png", "cmyk.jpg", "gray16.png", "palette.gif", "animated.gif", "rotated.jpg", "big.jpg"])
 def test_odd_uploads_get_maps_at_their_own_size(odd_images, name):
     predictor = _evidence_predictor("conv")
@@ -216,6 +232,7 @@ def test_center_crop_models_map_only_the_square_they_saw():
     ({"target": "blue"}, "Unknown style label 'blue'"),
     ({"target": 7}, r"index in \[0, 2\)"),
     ({"method": "occlusion", "baseline": "grey"}, "Unknown baseline"),
+    ({"method": "occlusion", "precision": "fp16"}, "Unknown precision"),
 ])
 def test_bad_requests_say_what_is_wrong(kwargs, message):
     with pytest.raises(ValueError, match=message):
