@@ -38,7 +38,7 @@ def main() -> None:
         print(f"\n{size} px: forward {forward * 1e3:.1f} ms | Grad-CAM {gradcam * 1e3:.1f} ms = "
               f"{gradcam / forward:.2f} × forward (target <= 3)")
         for precision in ("float32", "auto"):
-            for batch in (16, 32, 64):
+            for batch in (8, 16, 32):
                 t = median_seconds(lambda: attribute(predictor.model, x, "style", 0, "occlusion", batch=batch,
                                                      precision=precision), 3)
                 print(f"  occlusion window 32 stride 16, {precision}, {batch} per batch: {t:.2f} s (target <= 2.5 s)")

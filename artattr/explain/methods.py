@@ -69,7 +69,7 @@ PRECISIONS = {"auto": None, "float32": None, "bfloat16": torch.bfloat16}
 
 @register_method("occlusion")
 def occlusion(target: Target, x: torch.Tensor, progress: Progress | None = None, window: int = 32,
-              stride: int = 16, baseline: str = "blur", batch: int = 32, precision: str = "auto") -> torch.Tensor:
+              stride: int = 16, baseline: str = "blur", batch: int = 16, precision: str = "auto") -> torch.Tensor:
     """How much the probability drops when each ``window``-pixel square is replaced by ``baseline``.
 
     Model-agnostic and directly faithful (it *is* the model's response), at the cost of one
