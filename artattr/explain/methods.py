@@ -64,7 +64,8 @@ def gradcam(target: Target, x: torch.Tensor, progress: Progress | None = None) -
     return LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), "bilinear")[0, 0]
 
 
-PRECISIONS = {"auto": None, "float32": None, "bfloat16": torch.bfloat16}
+#: occlusion's precision -> autocast dtype (None: plain float32); "auto" asks :func:`fast_dtype`
+PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
 
 
 @register_method("occlusion")
@@ -79,8 +80,8 @@ def occlusion(target: Target, x: torch.Tensor, progress: Progress | None = None,
     """
     from captum.attr import Occlusion
 
-    if precision not in PRECISIONS:
-        raise ValueError(f"Unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}.")
+    if precision != "auto" and precision not in PRECISIONS:
+        raise ValueError(f"Unknown precision {precision!r}; use auto, {', '.join(PRECISIONS)}.")
     dtype = fast_dtype(x.device) if precision == "auto" else PRECISIONS[precision]
 
     window = min(window, *x.shape[-2:])
