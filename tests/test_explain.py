@@ -198,11 +198,10 @@ def test_occlusion_finds_the_evidence_in_either_precision(evidence, precision):
     assert row < UPLOAD[1] // 2 and col < UPLOAD[0] // 2
 
 
-def test_bfloat16_occlusion_keeps_the_float32_map(painting):
+def test_bfloat16_occlusion_keeps_the_float32_map(predictor, painting):
     """"auto" precision runs occlusion in bfloat16 where the CPU does it natively: same map, half the time."""
     from scipy.stats import spearmanr
 
-    predictor = artattr.load("default")
     maps = [explain(predictor, painting, "occlusion", precision=p) for p in ("float32", "bfloat16")]
     assert spearmanr(maps[0].ravel(), maps[1].ravel())[0] > 0.9
 
