@@ -62,10 +62,14 @@ class Predictor:
         Callers that also show the picture decode their own, larger copy."""
         return load_image(image, draft_size=self.config.input_size)
 
+    def pixels(self, image: ImageInput) -> torch.Tensor:
+        """uint8 ``(S, S, 3)``: the model's view of one image before normalising; a quarter of the
+        bytes of the float input, which is what DataLoader workers should pass between processes."""
+        return torch.from_numpy(np.asarray(self.resize(self.load(image)), dtype=np.uint8).copy())
+
     def to_tensor(self, image: ImageInput) -> torch.Tensor:
         """(3, S, S) normalised float tensor for one image."""
-        img = self.resize(self.load(image))
-        return self.normalise(torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()))
+        return self.normalise(self.pixels(image))
 
     def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 ``(..., S, S, 3)`` pixels of resized images -> the model's normalised ``(..., 3, S, S)``

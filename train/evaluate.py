@@ -32,9 +32,8 @@ log = logging.getLogger("train")
 
 
 class _Images(Dataset):
-    """The checkpoint's view of each path (``Predictor.load`` then ``Predictor.resize``) as uint8
-    HWC, a quarter of the bytes of float tensors between processes; ``Predictor.normalise`` finishes
-    the batch. Unreadable: zeros, ``ok=False``."""
+    """``Predictor.pixels`` of each path; ``Predictor.normalise`` finishes the batch in the main
+    process. Unreadable: zeros, ``ok=False``."""
 
     def __init__(self, predictor: artattr.Predictor, paths: list[str]):
         self.predictor, self.paths = predictor, paths
@@ -45,10 +44,9 @@ class _Images(Dataset):
 
     def __getitem__(self, i: int):
         try:
-            img = self.predictor.resize(self.predictor.load(self.paths[i]))
+            return self.predictor.pixels(self.paths[i]), True
         except (ValueError, OSError):
             return torch.zeros(self.size, self.size, 3, dtype=torch.uint8), False
-        return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()), True
 
 
 def write_report(out_dir: str | Path, probs: dict[str, np.ndarray], targets: dict[str, np.ndarray],
