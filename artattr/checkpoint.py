@@ -7,64 +7,17 @@ model card ``README.md``. Other files (a gallery for the explorer, plots) may si
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import torch
 import torch.nn as nn
 
-from . import __version__
+from .config import (  # noqa: F401  (CheckpointError, ModelConfig and read_config are this module's API too)
+    CARD_FILE, CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE, CheckpointError, ModelConfig, read_config,
+)
 from .registry import create_model
-
-FORMAT_VERSION = 1
-CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.json", "model.safetensors", "README.md"
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint folder that cannot be used; the message names the file and what is wrong."""
-
-
-@dataclass
-class ModelConfig:
-    architecture: str
-    #: task name -> ordered label names (index i of the head is labels[i])
-    tasks: dict[str, list[str]]
-    input_size: int = 160
-    #: "squash": whole image to size×size, how WikiArt-11 was made; "center_crop": short side then crop
-    resize: str = "squash"
-    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
-    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
-    #: extra keyword arguments for ``create_model`` (embed_dim, arcface_task, dropout, ...)
-    model_args: dict = field(default_factory=dict)
-    #: per-task softmax temperature fitted on validation data, so probabilities are calibrated
-    temperature: dict[str, float] = field(default_factory=dict)
-    #: per-task label that means "none of the known classes" (e.g. artist "other")
-    unknown_label: dict[str, str] = field(default_factory=dict)
-    #: metrics measured at export ({task: {metric: value}}), shown in the card and the app
-    metrics: dict = field(default_factory=dict)
-    format_version: int = FORMAT_VERSION
-    artattr_version: str = __version__
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, ensure_ascii=False)
-
-    @classmethod
-    def from_dict(cls, data: dict, source: str = CONFIG_FILE) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        missing = [k for k in ("architecture", "tasks") if k not in data]
-        if missing:
-            raise CheckpointError(f"{source}: missing required key(s) {missing}; is this an ArtAttr checkpoint?")
-        if int(data.get("format_version", 1)) > FORMAT_VERSION:
-            raise CheckpointError(f"{source}: format_version {data['format_version']} is newer than this ArtAttr supports ({FORMAT_VERSION}); upgrade artattr.")
-        if not isinstance(data["tasks"], dict) or not all(isinstance(v, list) and v for v in data["tasks"].values()):
-            raise CheckpointError(f"{source}: 'tasks' must map each task to a non-empty list of label names.")
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def build_model(config: ModelConfig, pretrained: bool = False) -> nn.Module:
@@ -138,19 +91,6 @@ def save_checkpoint(model: nn.Module, config: ModelConfig, out_dir: str | os.Pat
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
-
-
-def read_config(model_dir: str | os.PathLike) -> ModelConfig:
-    path = Path(model_dir) / CONFIG_FILE
-    if not path.is_file():
-        raise CheckpointError(f"{path}: not found; an ArtAttr checkpoint folder needs {CONFIG_FILE} and {WEIGHTS_FILE}.")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path}: not valid JSON ({err}).") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object.")
-    return ModelConfig.from_dict(data, source=str(path))
 
 
 def load_checkpoint(model_dir: str | os.PathLike) -> tuple[nn.Module, ModelConfig]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .checkpoint import CONFIG_FILE, CheckpointError
+from .config import CONFIG_FILE, CheckpointError
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "default"
 HF_PREFIX = "hf-hub:"

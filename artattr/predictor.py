@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -12,19 +11,13 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from .checkpoint import ModelConfig, load_checkpoint
+from .checkpoint import load_checkpoint
+from .config import ModelConfig
 from .hub import resolve
 from .images import ImageInput, load_image
 from .models.heads import EMBEDDING_KEYS
-
-
-@dataclass
-class Output:
-    """Everything one forward pass gives for one image; the app caches this per upload."""
-
-    probs: dict[str, np.ndarray]        # task -> calibrated probabilities over that task's labels
-    embedding: np.ndarray | None        # unit-norm retrieval embedding
-    sphere: np.ndarray | None           # unit-norm 3-D ArcFace coordinates
+from .output import Output
+from .output import top_k as _top_k
 
 
 class Predictor:
@@ -94,11 +87,7 @@ class Predictor:
         return self.forward_batch(self.to_tensor(image)[None])[0]
 
     def top_k(self, output: Output, top_k: int = 5) -> dict[str, list[tuple[str, float]]]:
-        result = {}
-        for task, p in output.probs.items():
-            order = np.argsort(-p)[:top_k]
-            result[task] = [(self.labels[task][i], float(p[i])) for i in order]
-        return result
+        return _top_k(output, self.labels, top_k)
 
     def predict(self, image: ImageInput, top_k: int = 5) -> dict[str, list[tuple[str, float]]]:
         """``{task: [(label, probability), ...]}``, most likely first."""

@@ -189,7 +189,14 @@ def test_cli_predict_json_and_errors(painting, bad_files):
     assert bad_model.returncode == 2 and "Unknown model" in bad_model.stderr
 
 
-def test_import_is_light():
-    code = "import sys, artattr; artattr.load('default'); print(sorted(m for m in ('gradio', 'captum', 'umap', 'numba') if m in sys.modules))"
+@pytest.mark.parametrize("code, heavy", [
+    # what the app's UI process uses: configs, images, outputs, overlays, the explorer, the worker client
+    ("import artattr, artattr.embed, artattr.hub, artattr.overlay, artattr.worker; artattr.read_config(artattr.hub.DEFAULT_DIR)",
+     ("torch", "timm", "gradio", "captum", "umap", "numba")),
+    # what the model process and the CLI use
+    ("import artattr; artattr.load('default')", ("gradio", "captum", "umap", "numba")),
+])
+def test_import_is_light(code, heavy):
+    code += f"; import sys; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -16,7 +16,7 @@ from ..images import ImageInput, load_image
 from ..predictor import Predictor
 from . import methods  # noqa: F401  (registers the methods)
 from .base import METHODS, Progress, Target, attribute, register_method
-from .overlay import overlay
+from ..overlay import overlay
 
 __all__ = ["METHODS", "Progress", "Target", "attribute", "explain", "overlay", "register_method"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from ..images import ImageInput, load_image
+from .images import ImageInput, load_image
 
 
 def overlay(image: ImageInput, heatmap: np.ndarray, alpha: float = 0.5, cmap: str = "inferno") -> Image.Image:
