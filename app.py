@@ -7,7 +7,8 @@ always there, so a model that fails to download costs a warning, not the app.
 Uploads reach the handlers as the original file (``preprocess=False``): ``artattr.images.load_image``,
 not Gradio's PIL round-trip, decides what a valid picture is (size cap before decoding, EXIF, CMYK,
 16-bit, first GIF frame). One forward pass per upload is kept in ``gr.State`` so changing the heatmap
-class, the explorer view or the colouring never recomputes it.
+class, the explorer view or the colouring never recomputes it. The models run in a second process
+(``artattr/worker.py``): this one serves the UI and never imports torch.
 """
 
 from __future__ import annotations
@@ -17,14 +18,24 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import gradio as gr
-import numpy as np
-import torch
-from PIL import Image
+from artattr.hub import DEFAULT_DIR, resolve
+from artattr.worker import ModelWorker
 
-import artattr
-from artattr import embed
-from artattr.embed import pretty
+#: The models run in their own process (artattr/worker.py); this one never imports torch. Started
+#: before gradio is imported, the model process imports torch while this one imports gradio, so a
+#: cold start takes the longer of the two imports instead of their sum.
+models = ModelWorker(preload=[DEFAULT_DIR])
+if __name__ == "__main__":
+    models.start()
+
+import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import artattr  # noqa: E402
+from artattr import embed  # noqa: E402
+from artattr.embed import pretty  # noqa: E402
+from artattr.overlay import overlay  # noqa: E402
 
 # A server has no screen. Naming the backend before matplotlib is first imported spares each
 # process a pyplot import (0.3 s) that Gradio's per-request backend switch would otherwise do.
@@ -41,6 +52,7 @@ N_SIMILAR = 8
 PLOT_HEIGHT = 520
 #: Methods that take seconds on 2 CPU cores: they run only when the user presses "Explain".
 SLOW_METHODS = ("occlusion",)
+#: Every method in ``artattr.explain.METHODS``, named for people (a test keeps the two in step).
 METHOD_NAMES = {"gradcam": "Grad-CAM", "occlusion": "Occlusion", "ig": "Integrated Gradients"}
 # What python -m artattr.explain.evaluate found on WikiArt-11: said where the map is shown.
 METHOD_CAVEATS = {"ig": " Caution: Integrated Gradients maps of a model with random weights look much like these "
@@ -49,8 +61,16 @@ METHOD_CAVEATS = {"ig": " Caution: Integrated Gradients maps of a model with ran
 
 @dataclass
 class Model:
-    predictor: artattr.Predictor
+    """A model as this process sees it: what its config and gallery say. Its weights live in the
+    model process, which ``_call`` asks for answers."""
+
+    dir: Path
+    config: artattr.ModelConfig
     gallery: embed.Gallery | None  # None when the checkpoint ships no gallery
+
+    @property
+    def labels(self) -> dict[str, list[str]]:
+        return self.config.tasks
 
 
 @dataclass
@@ -70,13 +90,25 @@ _offered: list[str] = ["default"]
 
 
 def get_model(model_id: str) -> Model:
-    """Load a model (and its gallery) once and share it between sessions; predictors are thread-safe."""
+    """Load a model (and its gallery) once and share it between sessions. Hub downloads happen here;
+    the model process then loads the weights, so a broken checkpoint fails now, not on an upload."""
     if model_id not in _models:
         with _models_lock:
             if model_id not in _models:
-                predictor = artattr.load(model_id)
-                _models[model_id] = Model(predictor, embed.Gallery.load(predictor.model_dir))
+                model_dir = resolve(model_id)
+                config = artattr.read_config(model_dir)
+                _call("load", model_dir)
+                _models[model_id] = Model(model_dir, config, embed.Gallery.load(model_dir))
     return _models[model_id]
+
+
+def _call(name: str, model_dir: Path, *args, progress=None):
+    """Ask the model process (see ``artattr.worker.CALLS``). If it died, the user gets a message
+    and the next request starts a new one."""
+    try:
+        return models.call(name, model_dir, *args, progress=progress)
+    except RuntimeError as err:
+        raise gr.Error(str(err), title="Model process", print_exception=False) from None
 
 
 def model_choices(model_ids: list[str] | None = None) -> list[str]:
@@ -100,11 +132,11 @@ def _source(upload: dict | str | None) -> str | None:
 def _labels(model: Model, upload: Upload | None) -> list[dict | None]:
     if upload is None:
         return [None] * len(TASKS)
-    top = model.predictor.top_k(upload.output, 5)
+    top = artattr.top_k(upload.output, model.labels, 5)
     return [{pretty(t, label): p for label, p in top[t]} if t in top else None for t in TASKS]
 
 
-def _note(predictor: artattr.Predictor, output: artattr.Output) -> str:
+def _note(config: artattr.ModelConfig, output: artattr.Output) -> str:
     """Say plainly when an answer is a guess: calibrated probabilities make the threshold meaningful."""
     lines = []
     for task in TASKS:
@@ -112,9 +144,9 @@ def _note(predictor: artattr.Predictor, output: artattr.Output) -> str:
             continue
         p = output.probs[task]
         best = int(p.argmax())
-        label = predictor.labels[task][best]
-        if label == predictor.config.unknown_label.get(task):
-            known = len(predictor.labels[task]) - 1
+        label = config.tasks[task][best]
+        if label == config.unknown_label.get(task):
+            known = len(config.tasks[task]) - 1
             lines.append(f"**{task}**: probably none of the {known} {task}s this model knows ({p[best]:.0%} '{label}').")
         elif p[best] < UNCERTAIN_BELOW:
             lines.append(f"**{task}**: uncertain: the best guess, {pretty(task, label)}, has only {p[best]:.0%}.")
@@ -125,7 +157,7 @@ def _note(predictor: artattr.Predictor, output: artattr.Output) -> str:
 
 def _class_choices(model: Model, upload: Upload | None, task: str) -> dict:
     """Dropdown update: the task's classes, most probable first, the top prediction selected."""
-    labels = model.predictor.labels.get(task, [])
+    labels = model.labels.get(task, [])
     if upload is None or task not in upload.output.probs:
         return gr.update(choices=[(pretty(task, label), label) for label in labels], value=None)
     order = upload.output.probs[task].argsort()[::-1]
@@ -159,12 +191,12 @@ def predict(upload: dict | str | None, model_id: str, task: str, progress=gr.Pro
     source = _source(upload)
     if source is None:
         return None, *_labels(model, None), fallback, _class_choices(model, None, task)
-    try:
-        image = model.predictor.load(source)
+    try:  # decoded here, at the model's input size (as ``Predictor.load`` does): only pixels travel
+        image = artattr.load_image(source, draft_size=model.config.input_size)
     except ValueError as err:
         raise gr.Error(str(err), title="Unusable image", print_exception=False) from None
-    state = Upload(model_id, _display_copy(source, image), model.predictor.run(image))
-    note = "\n\n".join(filter(None, [fallback, _note(model.predictor, state.output)]))
+    state = Upload(model_id, _display_copy(source, image), _call("run", model.dir, image))
+    note = "\n\n".join(filter(None, [fallback, _note(model.config, state.output)]))
     return state, *_labels(model, state), note, _class_choices(model, state, task)
 
 
@@ -194,12 +226,10 @@ def _heatmap(state: Upload | None, method: str, task: str, label: str | None, op
              compute_slow: bool, progress) -> tuple[Image.Image | None, str]:
     if state is None:
         return None, "Upload a painting to see which regions drive the answer."
-    from artattr import explain
-
-    predictor = get_model(state.model_id).predictor
+    model = get_model(state.model_id)
     if task not in state.output.probs:
         raise gr.Error(f"This model has no task {task!r}; it predicts {', '.join(state.output.probs)}.", print_exception=False)
-    labels = predictor.labels[task]
+    labels = model.labels[task]
     if label and label not in labels:
         raise gr.Error(f"{label!r} is not one of this model's {task} classes.", print_exception=False)
     target = labels.index(label) if label else int(state.output.probs[task].argmax())
@@ -209,12 +239,12 @@ def _heatmap(state: Upload | None, method: str, task: str, label: str | None, op
         if method in SLOW_METHODS and not compute_slow:
             return None, f"{name} takes a few seconds: press **Explain** to run it."
         try:
-            state.heatmaps[key] = explain.explain(predictor, state.image, method, task, target=target,
-                                                  progress=lambda fraction, desc: progress(fraction, desc=desc))
+            state.heatmaps[key] = _call("explain", model.dir, state.image, method, task, target,
+                                        progress=lambda fraction, desc: progress(fraction, desc=desc))
         except ValueError as err:  # e.g. an unknown method from an API caller
             raise gr.Error(str(err), print_exception=False) from None
     prob = float(state.output.probs[task][target])
-    return (_at_least_display_size(explain.overlay(state.image, state.heatmaps[key], opacity)),
+    return (_at_least_display_size(overlay(state.image, state.heatmaps[key], opacity)),
             f"{name} for {task} = **{pretty(task, labels[target])}** ({prob:.0%}): brighter regions raised this answer more."
             + METHOD_CAVEATS.get(method, ""))
 
@@ -259,15 +289,9 @@ def similar(state: Upload | None, model_id: str):
 
 def build_app(model_ids: list[str] | None = None) -> gr.Blocks:
     """The Blocks app; ``model_ids`` (default: ``ARTATTR_MODEL``) are offered next to the embedded model."""
-    from artattr.explain import METHODS  # torch-only at import; captum loads on the first heatmap
-
-    # One thread per request: a 160 px forward gains little from a second thread, and on a busy
-    # 2-core box (a Space, or CI) a thread pool that waits for a descheduled worker turned a 25 ms
-    # forward into 700 ms. Parallelism comes from serving two requests at once (queue below).
-    torch.set_num_threads(1)
-    default = get_model("default")  # load now: the first upload must not wait for it
+    models.start()  # loads the default model while the UI is built (if app.py did not start it already)
     _offered[:] = model_choices(model_ids)
-    tasks = [t for t in TASKS if t in default.predictor.labels]
+    tasks = [t for t in TASKS if t in artattr.read_config(DEFAULT_DIR).tasks]
     with gr.Blocks(title="ArtAttr", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         state = gr.State(None, time_to_live=3600)
         gr.Markdown("# ArtAttr\nWho painted it, in which movement, what genre, and why the model thinks so. "
@@ -286,7 +310,7 @@ def build_app(model_ids: list[str] | None = None) -> gr.Blocks:
         with gr.Tab("Why? (heatmap)"):
             with gr.Row():
                 with gr.Column(scale=2):
-                    method = gr.Radio([(METHOD_NAMES.get(m, m), m) for m in METHODS], value=next(iter(METHODS)),
+                    method = gr.Radio([(name, m) for m, name in METHOD_NAMES.items()], value=next(iter(METHOD_NAMES)),
                                       label="Method")
                     task = gr.Radio(tasks, value="style" if "style" in tasks else tasks[0], label="Task")
                     label_dd = gr.Dropdown([], label="Class (top prediction first)", allow_custom_value=True)

@@ -25,11 +25,16 @@ from gradio_client.exceptions import AppError  # noqa: E402
 
 @pytest.fixture(scope="module")
 def extra_models(tmp_path_factory) -> list[str]:
-    """Offered in the picker, both unloadable: a Hub id (HF_HUB_OFFLINE=1 fails it like a dead
-    network) and a checkpoint folder with a corrupt config.json."""
+    """Offered in the picker, all unloadable: a Hub id (HF_HUB_OFFLINE=1 fails it like a dead
+    network), a checkpoint folder with a corrupt config.json (found by the UI process) and one with
+    truncated weights (found by the model process)."""
     broken = tmp_path_factory.mktemp("broken-checkpoint")
     (broken / "config.json").write_text("{not json")
-    return ["hf-hub:nobody/not-cached", str(broken)]
+    truncated = tmp_path_factory.mktemp("truncated-weights")
+    shutil.copy(ROOT / "checkpoints" / "default" / "config.json", truncated)
+    weights = (ROOT / "checkpoints" / "default" / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    return ["hf-hub:nobody/not-cached", str(broken), str(truncated)]
 
 
 @pytest.fixture(scope="module")
@@ -244,9 +249,18 @@ def test_eight_parallel_clients_get_their_own_answers(app_url, predictor, painti
         _assert_same(got, _expected(predictor, path))
 
 
-def test_startup_imports_stay_light(app_server):
-    """Until the first request the server must not have imported captum, umap or numba (cold start)."""
+def test_ui_process_never_imports_torch(app_server):
+    """The server process imports gradio while its model process imports torch (cold start); it must
+    import neither torch nor what only heatmaps or gallery building need (``-X importtime`` is not
+    passed on to the model process, so the log is the UI process's alone)."""
     _url, startup_log = app_server
     imported = {m.group(1).split(".")[0] for m in re.finditer(r"^import time:.*\|\s+([\w.]+)$", startup_log, re.M)}
-    assert {"gradio", "torch", "artattr"} <= imported, "the -X importtime log is missing"
-    assert not imported & {"captum", "umap", "numba"}
+    assert {"gradio", "artattr"} <= imported, "the -X importtime log is missing"
+    assert not imported & {"torch", "timm", "captum", "umap", "numba"}
+
+
+def test_method_names_cover_every_explanation_method():
+    import app
+    from artattr.explain import METHODS
+
+    assert list(app.METHOD_NAMES) == list(METHODS)
