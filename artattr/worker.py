@@ -71,16 +71,19 @@ class ModelWorker:
                 link.conn.send((call_id, name, (str(model_dir), *args)))
         except OSError:
             pass  # the process is gone: its reader thread answers this call with the reason
-        while True:
-            kind, value = answers.get()
-            if kind == "progress":
-                if progress is not None:
-                    progress(*value)
-                continue
-            if kind == "result":
-                return value
-            is_value_error, message = value
-            raise (ValueError if is_value_error else RuntimeError)(message)
+        try:
+            while True:
+                kind, value = answers.get()
+                if kind == "progress":
+                    if progress is not None:
+                        progress(*value)
+                    continue
+                if kind == "result":
+                    return value
+                is_value_error, message = value
+                raise (ValueError if is_value_error else RuntimeError)(message)
+        finally:  # also when ``progress`` raises (a cancelled request): later messages are dropped
+            link.pending.pop(call_id, None)
 
     def close(self) -> None:
         """Stop the process now (calls still running fail); the next call would start a new one."""
@@ -97,7 +100,7 @@ class ModelWorker:
     def _live_link(self) -> _Link:
         """The running process, started (again) if needed; called with ``self._lock`` held."""
         if self._link is None or self._link.dead or self._link.proc.poll() is not None:
-            ours, theirs = Pipe()  # a socket pair: one descriptor each way for the child to inherit
+            ours, theirs = Pipe()  # a duplex socket pair: the child inherits one end, we keep the other
             root = str(Path(__file__).resolve().parent.parent)
             env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
             proc = subprocess.Popen([sys.executable, "-m", "artattr.worker", str(theirs.fileno()), *self._preload],

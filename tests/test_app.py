@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import struct
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -264,3 +266,28 @@ def test_method_names_cover_every_explanation_method():
     from artattr.explain import METHODS
 
     assert list(app.METHOD_NAMES) == list(METHODS)
+
+
+def test_a_dead_model_process_costs_one_message_not_the_app(painting):
+    """In-process handlers: a model process killed mid-heatmap is a UI message, and the next request
+    gets answers from a new one."""
+    import gradio as gr
+
+    import app
+
+    app.build_app()
+    try:
+        state = app.predict({"path": str(painting)}, "default", "style")[0]
+        pid = app.models.pid()
+
+        def kill_midway(fraction, desc=None):
+            if fraction > 0.2:
+                os.kill(pid, signal.SIGKILL)
+
+        with pytest.raises(gr.Error, match="model process stopped"):
+            app.explain_heatmap(state, "occlusion", "style", None, 0.5, progress=kill_midway)
+        again = app.predict({"path": str(painting)}, "default", "style")[0]
+        np.testing.assert_allclose(again.output.probs["style"], state.output.probs["style"], atol=1e-5)
+        assert app.models.pid() != pid
+    finally:
+        app.models.close()
