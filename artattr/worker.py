@@ -103,8 +103,10 @@ class ModelWorker:
             ours, theirs = Pipe()  # a duplex socket pair: the child inherits one end, we keep the other
             root = str(Path(__file__).resolve().parent.parent)
             env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+            # Its own session: Ctrl-C in a terminal interrupts the UI process only; this one exits
+            # when the UI process is gone and its end of the socket closes, whatever ended it.
             proc = subprocess.Popen([sys.executable, "-m", "artattr.worker", str(theirs.fileno()), *self._preload],
-                                    pass_fds=[theirs.fileno()], env=env)
+                                    pass_fds=[theirs.fileno()], env=env, start_new_session=True)
             theirs.close()
             self._link = _Link(proc, ours)
             threading.Thread(target=self._read, args=(self._link,), daemon=True, name="model-worker-reader").start()

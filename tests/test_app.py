@@ -8,6 +8,9 @@ import re
 import shutil
 import signal
 import struct
+import subprocess
+import sys
+import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,7 +21,7 @@ from PIL import Image
 
 import artattr
 
-from app_server import ROOT, checkpoint_with_gallery, running_app
+from app_server import ROOT, checkpoint_with_gallery, free_port, running_app
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -291,3 +294,30 @@ def test_a_dead_model_process_costs_one_message_not_the_app(painting):
         assert app.models.pid() != pid
     finally:
         app.models.close()
+
+
+def test_ctrl_c_reaches_only_the_ui_and_the_model_process_follows():
+    """Ctrl-C in a terminal signals the whole foreground group. The model process has its own session,
+    so it never sees the signal (no KeyboardInterrupt traceback from it, whatever it was doing), and
+    it exits once the UI process is gone and its socket closes."""
+    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(free_port()),
+           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    output = []
+    for line in proc.stdout:  # the server says when it is up
+        output.append(line)
+        if "Running on local URL" in line:
+            break
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    assert len(children) == 1, children  # the model process, started before gradio was imported
+    os.killpg(proc.pid, signal.SIGINT)
+    output += proc.stdout.readlines()
+    proc.wait(timeout=60)
+    assert "artattr/worker.py" not in "".join(output), "".join(output)
+    status = Path(f"/proc/{children[0]}/status")
+    deadline = time.monotonic() + 60
+    while status.exists() and "(zombie)" not in status.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)  # polling for the exit, not timing it
+    assert not status.exists() or "(zombie)" in status.read_text()
