@@ -24,10 +24,9 @@ from pathlib import Path
 
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-DATA = ROOT.parent / "shared" / "data" / "wikiart11"
+from common import DATA, ROOT  # noqa: E402  (also puts the repo on sys.path)
+
+sys.path.insert(0, str(ROOT / "tests"))  # app_server: the tests' way of starting app.py
 
 
 def cpu_now() -> float:

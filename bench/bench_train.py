@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import DATA  # noqa: E402  (also puts the repo on sys.path)
 
 import artattr  # noqa: E402
 from train.data import Vocab, split_rows  # noqa: E402
@@ -27,7 +25,7 @@ from train.fit import TaskLoss, image_feed, load_rows, make_args, pick_device  #
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "wikiart11"))
+    parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--arch", default="efficientnet_lite0")
     parser.add_argument("--size", type=int, default=160)
     parser.add_argument("--batch", type=int, default=32)

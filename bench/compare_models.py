@@ -21,17 +21,15 @@ import os
 import platform
 import random
 import statistics
-import sys
 import time
 import warnings
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import DATA, ROOT  # noqa: E402  (also puts the repo on sys.path)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network here: ViT weights fail fast, not after retries
 
 import artattr  # noqa: E402
@@ -41,7 +39,6 @@ from train.fit import DecodedRows  # noqa: E402
 from train.metrics import all_metrics  # noqa: E402
 from train.models_table import build, count_flops, count_params  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data" / "wikiart11"
 SIZE = 160
 RESULTS = ROOT / "docs" / "benchmarks.json"
 REPORT = ROOT / "docs" / "benchmarks.md"
