@@ -33,6 +33,8 @@ class ModelConfig:
     resize: str = "squash"
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    #: Pillow filter of the resize ("bilinear", "bicubic", "lanczos"); see ``artattr.preprocess``
+    resample: str = "bilinear"
     #: extra keyword arguments for ``create_model`` (embed_dim, arcface_task, dropout, ...)
     model_args: dict = field(default_factory=dict)
     #: per-task softmax temperature fitted on validation data, so probabilities are calibrated
