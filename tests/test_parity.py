@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -57,12 +58,14 @@ def test_frozen_trunk_cache_reads_what_the_predictor_serves(predictor, files):
 
 def test_default_checkpoint_sees_what_it_always_saw(predictor, files):
     """Independent of artattr.preprocess: JPEG draft at the input size, bilinear squash (reducing_gap 3),
-    ImageNet mean/std, computed here with numpy."""
+    the mean/std written in its config.json, computed here with numpy."""
     assert (predictor.config.input_size, predictor.config.resize) == (160, "squash")
     assert Preprocess.from_config(predictor.config).resample == "bilinear"
+    config = json.loads((predictor.model_dir / "config.json").read_text())
+    mean, std = config["mean"], config["std"]
     for f in files:
         img = load_image(str(f), draft_size=160).resize((160, 160), Image.BILINEAR, reducing_gap=3.0)
-        want = (np.asarray(img, dtype=np.float32) / 255 - np.float32([0.485, 0.456, 0.406])) / np.float32([0.229, 0.224, 0.225])
+        want = (np.asarray(img, dtype=np.float32) / 255 - np.float32(mean)) / np.float32(std)
         got = predictor.to_tensor(str(f)).permute(1, 2, 0).numpy()
         assert np.abs(got - want).max() <= 1e-6, f
 
