@@ -349,13 +349,30 @@ def test_evaluate_reads_an_imagefolder_and_a_saved_datasets_table(three_sources,
     folder, val = three_sources
     expected = _expected(predictor, [dict(r, path=str(folder / "folder" / "val" / r["style"] / f"{i}.jpg"))
                                      for i, r in enumerate(val)])
-    assert expected["genre"]["n"] == 11
+    assert expected["genre"]["n"] < expected["style"]["n"] == 12  # one genre blanked ("Unknown Genre" in the table)
     assert evaluate_main(["default", "--data", f"hf:{folder / 'hf'}", "--split", "val", "--out", str(tmp_path / "hf")]) == 0
     _check(tmp_path / "hf", expected)  # labels from the ClassLabel names; "Unknown Genre" is not scored
     assert evaluate_main(["default", "--data", str(folder / "folder"), "--split", "val", "--out", str(tmp_path / "if")]) == 0
     got = json.loads((tmp_path / "if" / "metrics.json").read_text())
     assert set(got) == {"style"} and got["style"]["n"] == 12  # class folders name the style only
     assert got["style"]["top1"] == pytest.approx(expected["style"]["top1"], abs=1e-9)
+
+
+def test_evaluate_artist_fold_of_a_table_without_splits(three_sources, tmp_path, capsys):
+    """`--split artist:K` scores the artists `train fit --split artist --val_fold K` held out; without an
+    artist_fold column the fold is crc32(artist name) % 5 (the documented rule, recomputed here)."""
+    import zlib
+
+    folder, val = three_sources
+    fold = zlib.crc32(val[0]["artist"].encode()) % 5
+    held_out = [r for r in val if zlib.crc32(r["artist"].encode()) % 5 == fold]
+    out = tmp_path / "fold"
+    assert evaluate_main(["default", "--data", f"hf:{folder / 'hf'}:validation", "--split", f"artist:{fold}",
+                          "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert (report["rows"], report["split"]) == (len(held_out), f"artist:{fold}")
+    assert evaluate_main(["default", "--data", str(folder), "--split", "artist:x", "--out", str(out)]) == 1
+    assert "expected artist:K" in capsys.readouterr().err
 
 
 def test_gallery_embeds_rows_of_every_source_like_the_predictor(three_sources, predictor, data_dir):

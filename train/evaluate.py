@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 import artattr
 
-from .data import MISSING, Row, image_input, load_source
+from .data import MISSING, Row, image_input, load_source, split_rows
 from .metrics import all_metrics, task_metrics
 
 log = logging.getLogger("train")
@@ -103,7 +103,12 @@ def evaluate(model_id: str, data: str | Path, out: str | Path, split: str | None
     predictor = artattr.load(model_id)
     config = predictor.config
     rows = load_source(str(data), tuple(config.tasks), imagefolder_task)
-    if split and split != "all" and any(r.split for r in rows):
+    if split and split.startswith("artist:"):  # the held-out artists of `train fit --split artist --val_fold K`
+        fold = split.partition(":")[2]
+        if not fold.isdigit():
+            raise ValueError(f"--split {split!r}: expected artist:K with a fold number K")
+        rows = split_rows(rows, "artist", val_fold=int(fold))[1]
+    elif split and split != "all" and any(r.split for r in rows):
         available = sorted({r.split for r in rows})
         rows = [r for r in rows if r.split == split]
         if not rows:
@@ -146,7 +151,7 @@ def evaluate(model_id: str, data: str | Path, out: str | Path, split: str | None
     targets = {t: np.where(ok, y, MISSING) for t, y in targets.items()}
     metrics, _ = write_report(out, probs, targets, {t: config.tasks[t] for t in tasks},
                               {t: u for t, u in config.unknown_label.items() if t in tasks}, extra={
-        "checkpoint": str(model_id), "data": str(data), "split": split if any(r.split for r in rows) else "all",
+        "checkpoint": str(model_id), "data": str(data), "split": split if (split or "").startswith("artist:") or any(r.split for r in rows) else "all",
         "rows": len(rows), "unreadable": int((~ok).sum()),
         "excluded_unknown_labels": {t: dict(c.most_common()) for t, c in excluded.items() if c},
         "seconds": round(time.time() - t0, 2),
@@ -159,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint", help="checkpoint folder, 'default' or hf-hub:ORG/NAME[@REV]")
     parser.add_argument("--data", required=True, help="folder with metadata.csv (path,style,artist,genre[,split]), "
                         "a CSV, an ImageFolder (ROOT/[train|val/]CLASS/*.jpg) or hf:NAME[:SPLIT]")
-    parser.add_argument("--split", default="val", help="rows of this split ('all': every row); ignored without a split column")
+    parser.add_argument("--split", default="val", help="rows of this split ('all': every row; 'artist:K': artist fold K, "
+                        "as `train fit --split artist --val_fold K`); ignored without a split column")
     parser.add_argument("--out", required=True, help="report folder")
     parser.add_argument("--imagefolder-task", default="style", help="the task an ImageFolder's class folders name")
     parser.add_argument("--batch-size", type=int, default=64)
