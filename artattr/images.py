@@ -127,7 +127,9 @@ def _reduce(img: Image.Image, size: int) -> Image.Image:
     factor = min(img.size) // size
     if factor < 2:
         return img
-    return img.convert(_REDUCE_AS.get(img.mode, img.mode)).reduce(factor)
+    if img.mode in _REDUCE_AS:
+        img = img.convert(_REDUCE_AS[img.mode])
+    return img.reduce(factor)
 
 
 def load_image(source: ImageInput, max_pixels: int = MAX_PIXELS, draft_size: int | None = None) -> Image.Image:

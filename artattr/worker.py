@@ -49,7 +49,8 @@ class _Link:
     proc: subprocess.Popen
     conn: Connection
     pending: dict[int, queue.SimpleQueue] = field(default_factory=dict)
-    send_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: calls to send, in order; a thread sends them, so a process that stopped reading blocks no caller
+    outbox: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     ready: threading.Event = field(default_factory=threading.Event)  # set by its first message
     dead: bool = False
 
@@ -78,11 +79,7 @@ class ModelWorker:
             link.pending[call_id] = answers
         limit = self._deadlines[name] + (0.0 if link.ready.is_set() else STARTUP_S)
         deadline = time.monotonic() + limit
-        try:
-            with link.send_lock:
-                link.conn.send((call_id, name, (str(model_dir), *args)))
-        except OSError:
-            pass  # the process is gone: its reader thread answers this call with the reason
+        link.outbox.put((call_id, name, (str(model_dir), *args)))
         try:
             while True:
                 try:
@@ -115,10 +112,13 @@ class ModelWorker:
                 link.proc.wait()
 
     def _replace(self, link: _Link) -> None:
-        """Kill a process that missed a deadline; its reader thread fails the other waiting calls."""
+        """Kill a process that missed a deadline (its reader thread fails the other waiting calls) and
+        start its replacement now, so it is ready by the time the user tries again."""
         with self._lock:
             link.dead = True
-        link.proc.kill()
+            link.proc.kill()
+            if self._link is link:
+                self._live_link()
 
     def pid(self) -> int | None:
         """The model process's id, None before it started (for tests and diagnostics)."""
@@ -136,10 +136,21 @@ class ModelWorker:
                                     pass_fds=[theirs.fileno()], env=env, start_new_session=True)
             theirs.close()
             self._link = _Link(proc, ours)
-            threading.Thread(target=self._read, args=(self._link,), daemon=True, name="model-worker-reader").start()
+            writer = threading.Thread(target=self._write, args=(self._link,), daemon=True, name="model-worker-writer")
+            writer.start()
+            threading.Thread(target=self._read, args=(self._link, writer), daemon=True, name="model-worker-reader").start()
         return self._link
 
-    def _read(self, link: _Link) -> None:
+    @staticmethod
+    def _write(link: _Link) -> None:
+        """Send the calls; ends when the process is gone (its reader thread answers the calls)."""
+        while (message := link.outbox.get()) is not None:
+            try:
+                link.conn.send(message)
+            except OSError:
+                return
+
+    def _read(self, link: _Link, writer: threading.Thread) -> None:
         """Route the worker's messages to the waiting calls; when it dies, fail those calls clearly."""
         while True:
             try:
@@ -160,6 +171,8 @@ class ModelWorker:
                    "try again: a new one starts with the next request.")
         for answers in waiting:
             answers.put(("error", (False, message)))
+        link.outbox.put(None)
+        writer.join()  # its send to the dead process has failed by now; then the socket can close
         link.conn.close()
 
 

@@ -25,11 +25,9 @@ import random
 import re
 import shutil
 import signal
-import struct
 import threading
 import time
 import warnings
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -45,22 +43,7 @@ from artattr.hub import DEFAULT_DIR
 from artattr.images import load_image
 from artattr.worker import ModelWorker
 
-from app_server import running_app
-
-
-def png(w: int, h: int, colour: bool = True, pixels: bool = True) -> bytes:
-    """A real PNG of w×h pixels (a diagonal gradient) that is small on disk; ``pixels=False``: the
-    header alone, as a decompression bomb would start."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    channels = 3 if colour else 1
-    row = bytes(range(256)) * (w * channels // 256 + 2)
-    comp = zlib.compressobj(1)
-    data = [comp.compress(b"\0" + row[y % 256:y % 256 + w * channels]) for y in range(h if pixels else 0)]
-    header = struct.pack(">IIBBBBB", w, h, 8, 2 if colour else 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(data) + comp.flush())
-            + chunk(b"IEND", b""))
+from app_server import as_upload, png, running_app
 
 
 @pytest.fixture(scope="module")
@@ -197,9 +180,7 @@ def test_sessions_keep_small_copies_and_few_heatmaps(png_99mp, painting):
         sent.extend(a for a in args if isinstance(a, Image.Image))
         return call(name, model_dir, *args, **kw)
 
-    upload = Path(app.UPLOAD_DIRS[0]) / "test-security" / png_99mp.name  # where Gradio puts uploads
-    upload.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(png_99mp, upload)
+    upload = as_upload(png_99mp)
     try:
         app.models.call = spy
         with warnings.catch_warnings(record=True):
@@ -222,32 +203,25 @@ def test_sessions_keep_small_copies_and_few_heatmaps(png_99mp, painting):
 
 
 def test_a_stopped_model_process_costs_a_message_and_is_replaced(painting):
+    """Three requests wait on a stopped process: a prediction, and two heatmaps whose display-size
+    pictures do not fit in the socket's buffer (so sending them blocks too)."""
     deadline = 4.0
-    worker = ModelWorker(preload=[DEFAULT_DIR], deadlines={"run": deadline})
+    worker = ModelWorker(preload=[DEFAULT_DIR], deadlines={"run": deadline, "explain": deadline})
     image = load_image(painting, draft_size=160)
+    display = image.resize((448, 448))
     try:
         want = worker.call("run", DEFAULT_DIR, image).probs["style"]
         stopped = worker.pid()
         os.kill(stopped, signal.SIGSTOP)
         t0 = time.monotonic()
-        outcomes = []
-
-        def waiting():
-            try:
-                worker.call("run", DEFAULT_DIR, image)
-                outcomes.append("answered")
-            except RuntimeError as err:
-                outcomes.append((str(err), time.monotonic() - t0))
-
-        threads = [threading.Thread(target=waiting) for _ in range(3)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        calls = [("run", image), ("explain", display, "gradcam", "style", None), ("explain", display, "occlusion", "style", None)]
+        with ThreadPoolExecutor(3) as pool:
+            outcomes = list(pool.map(lambda call: _outcome(worker, call, t0), calls))
+        messages = time.monotonic() - t0
         got = worker.call("run", DEFAULT_DIR, image).probs["style"]
         recovery = time.monotonic() - t0
-        print(f"SIGSTOP: 3 waiting calls answered with a message, recovered in {recovery:.1f} s")
-        assert len(outcomes) == 3 and "answered" not in outcomes
+        print(f"SIGSTOP: 3 waiting calls got a message after {messages:.1f} s, a new process answered after {recovery:.1f} s")
+        assert all(isinstance(o, tuple) for o in outcomes), outcomes
         assert all(elapsed < deadline + 10 for _, elapsed in outcomes)
         assert any("did not answer within 4 s" in message for message, _ in outcomes)
         assert all("try again" in message for message, _ in outcomes)
@@ -255,6 +229,13 @@ def test_a_stopped_model_process_costs_a_message_and_is_replaced(painting):
         np.testing.assert_allclose(got, want, atol=1e-5)
     finally:
         worker.close()
+
+
+def _outcome(worker: ModelWorker, call: tuple, t0: float):
+    try:
+        return worker.call(call[0], DEFAULT_DIR, *call[1:])
+    except RuntimeError as err:
+        return str(err), time.monotonic() - t0
 
 
 # ---------------------------------------------------------------------------------------------------
