@@ -488,3 +488,51 @@ def test_config_round_trip_and_refusals(tmp_path):
 def test_hub_module_is_reachable_from_the_package():
     """Users write ``artattr.hub.resolve(...)`` after ``import artattr``."""
     assert artattr.hub.resolve("default") == artattr.hub.DEFAULT_DIR
+
+
+# ------------------------------------------------------------------------------ explorer gallery
+
+def test_gallery_search_place_and_round_trip(tmp_path):
+    """Cosine search, UMAP placing and the saved file, on four hand-placed paintings."""
+    import io
+
+    from artattr.embed import Gallery, nearest
+    from artattr.embed.gallery import PLACE_TEMPERATURE
+
+    emb = np.array([[1, 0, 0], [0.6, 0.8, 0], [0, 1, 0], [0, 0, 1]], np.float32)
+    umap = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], np.float32)
+    thumbs = []
+    for colour in ("red", "green", "blue", "white"):
+        buf = io.BytesIO()
+        Image.new("RGB", (4, 4), colour).save(buf, format="WEBP", lossless=True)
+        thumbs.append(buf.getvalue())
+    g = Gallery(embedding=emb, coords={"sphere": emb.copy(), "umap": umap}, labels={"style": np.array([0, 1, 1, -1])},
+                names={"style": ["Baroque", "Pop_Art"]}, thumbs=thumbs,
+                paths=[f"images/claude-monet_water-lilies-{i}.jpg" for i in range(4)])
+    idx, sims = g.search(np.array([2.0, 0, 0]), 3)  # not unit length: cosine all the same
+    assert idx.tolist() == [0, 1, 2] and np.allclose(sims, [1, 0.6, 0])
+    found = nearest(g, np.array([0.0, 1, 0]), 2)
+    assert [(n.index, round(n.similarity, 5), n.style) for n in found] == [(2, 1.0, "Pop_Art"), (1, 0.8, "Pop_Art")]
+    assert found[0].title == "Water lilies 2" and found[0].thumbnail.getpixel((1, 1)) == (0, 0, 255)
+    assert g.label("style", 3) == "" and g.label("genre", 0) == ""
+    # UMAP placing: the mean of the neighbours' points weighted by exp((sim - best) / T)
+    q = np.array([1.0, 0, 1]) / np.sqrt(2)
+    s = emb @ q
+    w = np.exp((s - s.max()) / PLACE_TEMPERATURE)
+    placed = g.place(q, sphere=np.array([0, 0, 2.0]))
+    np.testing.assert_allclose(placed["umap"], (w[:, None] * umap).sum(0) / w.sum(), atol=1e-6)
+    assert placed["umap"][2] == pytest.approx(0.5, abs=0.01)  # halfway between paintings 0 and 3
+    np.testing.assert_allclose(placed["sphere"], [0, 0, 1])
+    np.testing.assert_allclose(g.place(emb[3])["umap"], umap[3], atol=1e-6)
+
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    g.save(tmp_path)
+    back = Gallery.load(tmp_path)
+    assert back is not None and len(back) == 4 and back.meta["n"] == 4 and set(back.views) == {"sphere", "umap"}
+    np.testing.assert_allclose(back.embedding, emb, atol=1e-3)
+    np.testing.assert_array_equal(back.coords["umap"], umap)
+    assert back.labels["style"].tolist() == [0, 1, 1, -1] and back.names == g.names and back.paths == g.paths
+    assert back.thumbs == thumbs
+    (tmp_path / "model.safetensors").write_bytes(b"other weights")
+    with pytest.warns(UserWarning, match="other weights"):
+        assert Gallery.load(tmp_path) is None
