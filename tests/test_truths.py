@@ -98,6 +98,9 @@ def test_training_images_are_normalised_with_the_models_mean_and_std(tmp_path):
     want = [(200 / 255 - 0.485) / 0.229, (100 / 255 - 0.456) / 0.224, (50 / 255 - 0.406) / 0.225]
     np.testing.assert_allclose(x[:, 4, 4].numpy(), want, atol=1e-5)
     assert y == {"style": 0, "genre": -1, "artist": 0}
+    (tmp_path / "b.png").write_bytes(b"not a picture")  # unreadable: flagged, and no label is trained on it
+    x, y, ok = ImageRows([Row(path=str(tmp_path / "b.png"), labels=rows[0].labels)], vocab, 8, IMAGENET_MEAN, IMAGENET_STD)[0]
+    assert not ok and y == {"style": -1, "genre": -1, "artist": -1} and not x.any()
 
 
 def test_center_crop_keeps_the_central_square():
@@ -359,16 +362,32 @@ def test_each_target_lights_its_own_evidence(method):
 
 
 def test_occlusion_reads_the_calibrated_probability_drop():
-    """Occlusion scores the drop of softmax(logits / T) at each window: hiding the right patch lowers
-    p(right), hiding the left patch raises it (negative evidence, clipped to 0)."""
+    """Occlusion with non-overlapping 16-px windows: each window's value is p(x) - p(x with the window
+    replaced by the mean colour), p = softmax(logits / T) computed here; hiding evidence against the
+    class raises p, which the map clips to 0, and the map is scaled to a maximum of 1."""
     from artattr.explain import attribute
 
     predictor = _halves_predictor()
+    model = predictor.model
     x = predictor.to_tensor(_two_patches())[None]
-    heat = attribute(predictor.model, x, "style", 1, "occlusion", temperature=2.0, window=16, stride=16,
-                     baseline="mean", precision="float32")
-    assert heat.shape == (64, 64)
-    assert heat[:, :32].max() == 0 and heat[:, 32:].max() == pytest.approx(1.0)
+    mean = x.mean((2, 3), keepdim=True)
+
+    def p_right(batch, t):
+        with torch.no_grad():
+            return _softmax(model(batch)["style"].double().numpy() / t)[:, 1]
+
+    for t in (2.0, 0.5):
+        drops = np.zeros((4, 4))
+        for i in range(4):
+            for j in range(4):
+                hidden = x.clone()
+                hidden[..., 16 * i:16 * i + 16, 16 * j:16 * j + 16] = mean
+                drops[i, j] = p_right(x, t)[0] - p_right(hidden, t)[0]
+        want = np.kron(drops.clip(min=0) / drops.max(), np.ones((16, 16)))
+        heat = attribute(model, x, "style", 1, "occlusion", temperature=t, window=16, stride=16, baseline="mean",
+                         precision="float32")
+        np.testing.assert_allclose(heat, want, atol=1e-4, err_msg=f"T={t}")
+        assert heat[:, :32].max() == 0  # the left half holds only evidence against "right"
 
 
 def test_integrated_gradients_satisfy_completeness():
