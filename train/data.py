@@ -252,5 +252,7 @@ class ImageRows(Dataset):
     def __getitem__(self, i: int):
         x, _, ok = self.decoded[i]
         y = {t: (v[i] if ok else torch.tensor(MISSING)) for t, v in self.targets.items()}
+        if not ok:
+            return torch.zeros(x.shape), y, ok
         return self.preprocess.normalise(x.permute(1, 2, 0)).contiguous(), y, ok
 

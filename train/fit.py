@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import os
-import pickle
 import time
 import warnings
 from dataclasses import asdict, fields
@@ -160,7 +159,7 @@ def _run(args: FitArgs, d: Dist, device: torch.device) -> Path:
     step_fn, ddp_for = objective, None
     state_path = _state_path(args, out)
     if state_path is not None:
-        state = _load_state(state_path)
+        state = load_state(state_path)
         changed = {k: (state["args"].get(k), getattr(args, k)) for k in RUN_KEYS if state["args"].get(k) != getattr(args, k)}
         if changed:
             raise ConfigError(f"--resume: {state_path} was trained with different settings {changed}; "
@@ -304,12 +303,14 @@ def _atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _load_state(path: Path) -> dict:
+def load_state(path: Path) -> dict:
+    """A trainer state written by ``_atomic_save``: tensors, numbers, strings, lists and dicts only.
+    ``weights_only=True`` unpickles nothing else, so a hostile file cannot run code."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        raise ConfigError(f"--resume: cannot read {path} as a trainer state ({str(err).splitlines()[0]}); "
-                          "it may be from an older version or damaged: start a new `out` folder") from None
+    except Exception as err:  # UnpicklingError for code, RuntimeError/EOFError for a damaged file
+        raise ConfigError(f"--resume: {path} is not a trainer state this version can read safely "
+                          f"({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''})") from None
 
 
 def _state_path(args: FitArgs, out: Path) -> Path | None:
