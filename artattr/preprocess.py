@@ -38,8 +38,8 @@ class Preprocess:
             raise ValueError(f"resize must be one of {RESIZE_MODES}, not {self.resize_mode!r}")
         if self.resample not in RESAMPLE:
             raise ValueError(f"resample must be one of {tuple(RESAMPLE)}, not {self.resample!r}")
-        if not (isinstance(self.size, int) and 8 <= self.size <= 1024):
-            raise ValueError(f"input_size must be an integer from 8 to 1024, not {self.size!r}")
+        if not (isinstance(self.size, int) and 1 <= self.size <= 4096):
+            raise ValueError(f"input_size must be an integer from 1 to 4096, not {self.size!r}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError(f"mean and std need 3 values each (std > 0), not {self.mean!r} / {self.std!r}")
 
