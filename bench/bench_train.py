@@ -105,7 +105,9 @@ def main() -> None:
                               .contiguous(memory_format=torch.channels_last), torch.arange(i * opts.batch, (i + 1) * opts.batch), None)
                              for i in range(4)]
                 results["synthetic in-memory"] = timed(itertools.cycle(synthetic))
+                print(f"synthetic in-memory   : {results['synthetic in-memory']:7.1f} img/s", flush=True)
             results[name] = timed(feed.batches(0, True))
+            print(f"{name:<22}: {results[name]:7.1f} img/s", flush=True)
 
     print(f"{opts.arch} {opts.size}px batch {opts.batch}, {torch.get_num_threads()} torch threads, "
           f"{opts.workers} decode worker(s) on {device}")
