@@ -95,6 +95,9 @@ class Upload:
 
 _models: dict[str, Model] = {}
 _models_lock = threading.Lock()
+#: One upload is decoded at a time: a 100 MP picture needs 300 MB for a moment, and this process
+#: holds at most one such copy however many arrive together (two cores decode no faster in parallel).
+_decoding = threading.Lock()
 #: The ids the picker offers (set by ``build_app``): API callers cannot make the server load other paths or repos.
 _offered: list[str] = ["default"]
 
@@ -210,10 +213,12 @@ def predict(upload: dict | str | None, model_id: str, task: str, progress=gr.Pro
     if source is None:
         return None, *_labels(model, None), fallback, _class_choices(model, None, task)
     try:  # decoded here, at the model's input size (as ``Predictor.load`` does): only pixels travel
-        image = artattr.load_image(source, draft_size=model.config.input_size)
+        with _decoding:
+            image = artattr.load_image(source, draft_size=model.config.input_size)
+            display = _display_copy(source, image)
     except ValueError as err:
         raise gr.Error(str(err), title="Unusable image", print_exception=False) from None
-    state = Upload(model_id, _display_copy(source, image), _call("run", model.dir, image))
+    state = Upload(model_id, display, _call("run", model.dir, image))
     note = "\n\n".join(filter(None, [fallback, _note(model.config, state.output)]))
     return state, *_labels(model, state), note, _class_choices(model, state, task)
 
