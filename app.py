@@ -4,11 +4,12 @@ Run ``python app.py`` (or ``./run app``). Extra models for the picker come from 
 (comma-separated checkpoint folders or ``hf-hub:ORG/NAME[@REV]`` ids); the embedded default is
 always there, so a model that fails to download costs a warning, not the app.
 
-Uploads reach the handlers as the original file (``preprocess=False``): ``artattr.images.load_image``,
-not Gradio's PIL round-trip, decides what a valid picture is (size cap before decoding, EXIF, CMYK,
-16-bit, first GIF frame). One forward pass per upload is kept in ``gr.State`` so changing the heatmap
-class, the explorer view or the colouring never recomputes it. The models run in a second process
-(``artattr/worker.py``): this one serves the UI and never imports torch.
+Uploads reach the handlers as the original file (``preprocess=False``; only files Gradio received as
+uploads, see ``_source``): ``artattr.images.load_image``, not Gradio's PIL round-trip, decides what a
+valid picture is (size cap before decoding, EXIF, CMYK, 16-bit, first GIF frame). One forward pass
+per upload is kept in ``gr.State`` so changing the heatmap class, the explorer view or the colouring
+never recomputes it. The models run in a second process (``artattr/worker.py``): this one serves the
+UI and never imports torch.
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ from artattr.overlay import overlay  # noqa: E402
 # A server has no screen. Naming the backend before matplotlib is first imported spares each
 # process a pyplot import (0.3 s) that Gradio's per-request backend switch would otherwise do.
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Uploads are decoded in gradio's worker threads. Pillow allocates pictures in 16 MB blocks, which
+# glibc serves from each thread's malloc arena and keeps there once freed: eight simultaneous 99 MP
+# uploads left 1.4 GB behind. Blocks above glibc's largest mmap threshold (32 MB) are mapped and
+# unmapped, so a decoded upload's memory goes back to the system (PILLOW_BLOCK_SIZE, at startup).
+Image.core.set_block_size(64 * 1024 * 1024)
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.jpg"))
