@@ -390,17 +390,19 @@ def _writer(out: Path, first: int, started) -> None:
         _atomic_save({"epoch": version, "model": model.state_dict()}, out / "trainer_state.pt")
 
 
-def _check_last_good(out: Path, at_least: int) -> int:
-    """The checkpoint and the state load, each is one whole version (weights match config), never older."""
+def _check_last_good(out: Path, seen: tuple[int, int]) -> tuple[int, int]:
+    """The checkpoint and the state load, each is one whole version (weights match config), neither is
+    older than before, and the state (written after its checkpoint) is not ahead of it."""
     from train.fit import load_state
 
     model, config = load_checkpoint(out / "last")
     version = config.metrics["version"]
-    assert version >= at_least
     assert all(torch.all(p == version / 1000) for p in model.parameters())
     state = load_state(out / "trainer_state.pt")
-    assert state["epoch"] >= at_least and all(torch.all(t == state["epoch"] / 1000) for t in state["model"].values())
-    return version
+    epoch = state["epoch"]
+    assert all(torch.all(t == epoch / 1000) for t in state["model"].values())
+    assert version >= seen[0] and seen[1] <= epoch <= version
+    return version, epoch
 
 
 def test_killing_the_writer_at_any_moment_keeps_the_last_good_checkpoint(tmp_path):
@@ -410,23 +412,24 @@ def test_killing_the_writer_at_any_moment_keeps_the_last_good_checkpoint(tmp_pat
     save_checkpoint(_marked_model(0), artattr.ModelConfig("onelayer_cnn", {"style": ["a", "b"]}, input_size=64,
                                                           metrics={"version": 0}), out / "last")
     _atomic_save({"epoch": 0, "model": _marked_model(0).state_dict()}, out / "trainer_state.pt")
-    context, rng, version, kills = multiprocessing.get_context("fork"), random.Random(0), 0, 0
+    context, rng, seen, kills = multiprocessing.get_context("fork"), random.Random(0), (0, 0), 0
     for _ in range(16):
         started = context.Event()
-        proc = context.Process(target=_writer, args=(out, version + 1, started))
+        proc = context.Process(target=_writer, args=(out, seen[0] + 1, started))
         proc.start()
         started.wait(60)
         time.sleep(rng.uniform(0.0, 0.3))  # the moment of the kill: random, anywhere in a save
         proc.kill()
         proc.join()
         kills += proc.exitcode == -signal.SIGKILL
-        version = _check_last_good(out, version)
+        seen = _check_last_good(out, seen)
+    version = seen[0]
     print(f"{kills} kills; the last good checkpoint loaded every time (up to version {version})")
     assert kills >= 14 and version > 0
     save_checkpoint(_marked_model(version + 1), artattr.ModelConfig("onelayer_cnn", {"style": ["a", "b"]}, input_size=64,
                                                                     metrics={"version": version + 1}), out / "last")
     _atomic_save({"epoch": version + 1, "model": _marked_model(version + 1).state_dict()}, out / "trainer_state.pt")
-    assert _check_last_good(out, version + 1) == version + 1
+    assert _check_last_good(out, seen) == (version + 1, version + 1)
     assert sorted(p.name for p in out.iterdir()) == sorted(["last", os.readlink(out / "last"), "trainer_state.pt"])
     assert {oct(p.stat().st_mode & 0o777) for p in (out / "last").iterdir()} == {"0o644"}
 
