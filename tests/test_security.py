@@ -326,6 +326,15 @@ BAD_CHECKPOINTS = [
 ]
 
 
+def test_every_config_field_is_checked():
+    """A field added to ModelConfig needs its row in SCHEMA (what it must be, and the check)."""
+    from dataclasses import fields
+
+    from artattr.config import SCHEMA, ModelConfig
+
+    assert {f.name for f in fields(ModelConfig)} == set(SCHEMA)
+
+
 @pytest.mark.parametrize("name, damage, message", BAD_CHECKPOINTS, ids=[c[0] for c in BAD_CHECKPOINTS])
 def test_bad_checkpoints_give_one_clear_message(name, damage, message, tmp_path, painting, capsys):
     from artattr.__main__ import main
