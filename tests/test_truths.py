@@ -483,6 +483,27 @@ def test_every_saved_weight_is_loaded(saved):
             assert not torch.equal(tensor, fresh[key]), key
 
 
+def test_save_writes_card_metadata_and_extra_folders(saved, tmp_path):
+    _, model = saved
+    config = ModelConfig(architecture="efficientnet_lite0", tasks=TASKS, input_size=32, unknown_label={"style": "c"},
+                         metrics={"style": {"top1": 0.5, "n": 10}, "note": "not a task"})
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    (plots / "curve.png").write_bytes(b"png")
+    out = save_checkpoint(model, config, tmp_path / "new" / "deeper" / "ckpt", description="Trained in a test.",
+                          extra_files={"plots": plots})
+    assert sorted(p.name for p in out.parent.iterdir()) == ["ckpt"]  # no temporary folder left behind
+    assert (out / "plots" / "curve.png").read_bytes() == b"png"
+    card = (out / "README.md").read_text()
+    assert "Trained in a test." in card
+    assert "- **style**: 3 classes (`c` = not a known class)\n- **genre**: 2 classes\n" in card
+    assert "| task | n | top1 |\n|---|---|---|\n| style | 10 | 0.500 |\n" in card
+    assert "32×32 px RGB (squash), normalised with mean [0.485, 0.456, 0.406] and std [0.229, 0.224, 0.225]" in card
+    data = (out / "model.safetensors").read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    assert json.loads(data[8:8 + n])["__metadata__"] == {"format": "pt", "artattr_format": "1"}
+
+
 def test_config_round_trip_and_refusals(tmp_path):
     from artattr.config import FORMAT_VERSION
 
