@@ -515,7 +515,10 @@ def test_config_round_trip_and_refusals(tmp_path):
     assert artattr.read_config(tmp_path) == config
     (tmp_path / "config.json").write_text(json.dumps({**data, "future_key": 1}))
     assert artattr.read_config(tmp_path) == config  # unknown keys from newer writers are ignored
+    (tmp_path / "config.json").write_text(json.dumps({k: v for k, v in data.items() if k != "format_version"}))
+    assert artattr.read_config(tmp_path) == config  # written before format_version existed: version 1
     for bad, message in (({**data, "tasks": {"style": []}}, "non-empty list"), ({**data, "tasks": ["a"]}, "non-empty list"),
+                         ({**data, "tasks": {"style": "abc"}}, "non-empty list"),
                          ({**data, "format_version": FORMAT_VERSION + 1}, "newer"), ([1, 2], "JSON object"),
                          ({"tasks": TASKS}, r"missing required key\(s\) \['architecture'\]")):
         (tmp_path / "config.json").write_text(json.dumps(bad))
@@ -528,6 +531,7 @@ def test_config_round_trip_and_refusals(tmp_path):
 def test_hub_module_is_reachable_from_the_package():
     """Users write ``artattr.hub.resolve(...)`` after ``import artattr``."""
     assert artattr.hub.resolve("default") == artattr.hub.DEFAULT_DIR
+    assert artattr.load().model_dir == artattr.hub.DEFAULT_DIR  # the default model is the default
 
 
 # ------------------------------------------------------------------------------ explorer gallery
