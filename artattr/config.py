@@ -39,10 +39,16 @@ class ModelConfig:
     temperature: dict[str, float] = field(default_factory=dict)
     #: per-task label that means "none of the known classes" (e.g. artist "other")
     unknown_label: dict[str, str] = field(default_factory=dict)
+    #: label names as people write them ({task: {label: name}}, e.g. "Joaquín Sorolla"); see ``name``
+    display: dict[str, dict[str, str]] = field(default_factory=dict)
     #: metrics measured at export ({task: {metric: value}}), shown in the card and the app
     metrics: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     artattr_version: str = __version__
+
+    def name(self, task: str, label: str) -> str:
+        """What people read for a label: the checkpoint's display name, else the slug prettified."""
+        return self.display.get(task, {}).get(label) or pretty(task, label)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False)
@@ -57,7 +63,20 @@ class ModelConfig:
             raise CheckpointError(f"{source}: format_version {data['format_version']} is newer than this ArtAttr supports ({FORMAT_VERSION}); upgrade artattr.")
         if not isinstance(data["tasks"], dict) or not all(isinstance(v, list) and v for v in data["tasks"].values()):
             raise CheckpointError(f"{source}: 'tasks' must map each task to a non-empty list of label names.")
+        display = data.get("display", {})
+        if not (isinstance(display, dict) and all(isinstance(names, dict) and all(
+                isinstance(k, str) and isinstance(v, str) for k, v in names.items()) for names in display.values())):
+            raise CheckpointError(f"{source}: 'display' must map each task to {{label: name}} strings.")
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def pretty(task: str, label: str) -> str:
+    """A label slug made readable, for labels a checkpoint gives no display name:
+    ``claude-monet`` -> ``Claude Monet``, ``Pop_Art`` -> ``Pop Art``, ``still_life`` -> ``Still life``."""
+    text = " ".join(label.replace("_", " ").split())
+    if task == "artist":
+        return " ".join(w.replace("-", " ").title() for w in text.split())
+    return text[:1].upper() + text[1:]
 
 
 def read_config(model_dir: str | os.PathLike) -> ModelConfig:

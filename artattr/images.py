@@ -89,7 +89,7 @@ def _open(source: ImageInput) -> Image.Image:
     try:
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise ValueError(f"{name} is not an image Pillow can read (JPEG, PNG, WebP, TIFF, GIF, BMP…).") from None
+        raise ValueError(f"{name} is not an image file ArtAttr can open (JPEG, PNG, WebP, TIFF, GIF or BMP).") from None
     except Image.DecompressionBombError as err:
         raise ValueError(f"{name} is too large to process safely: {err}") from None
     except (OSError, SyntaxError):  # a header cut short: "Truncated File Read" from the format plugin
