@@ -226,13 +226,17 @@ _APOSTROPHES = [
     (re.compile(r"(?<=n)-t(?=-|$)"), "'t"),                                        # won't, don't
     (re.compile(r"(?<![a-z])(?<!of-)(l|d|qu|c|dell|nell|sull|dall)-(?=[aeiouhy][a-z]{2})"), r"\1'"),  # l'homme
 ]
+#: Title case, as English catalogues write titles, except these short words (English, French, Italian,
+#: Spanish, Dutch, German) after the first word.
+_LOWER = set("a an and as at but by for from in into of on or the to with à au aux d' de del della des di du e "
+             "el en et l' la las le les los y van von der den het".split())
 _YEAR = re.compile(r"-(1[2-9]\d\d|20[0-2]\d)(?:-\d+)?$")
 _SOURCE_SUFFIX = re.compile(r"-\d{5,}$")  # WikiArt's own image id, e.g. "not-detected-227939"
 
 
 def title_from_path(path: str) -> tuple[str, str]:
     """(title, year) of a WikiArt file ``<artist>_<title-words>[-<year>].jpg``: "the-custom-s-house"
-    -> ("The custom's house", ""), "composition-1929" -> ("Composition", "1929"). Untitled works
+    -> ("The Custom's House", ""), "composition-1929" -> ("Composition", "1929"). Untitled works
     (WikiArt's "not-detected-<id>") are "Untitled"."""
     stem = unicodedata.normalize("NFC", Path(path).stem)
     words = stem.split("_", 1)[1] if "_" in stem else stem
@@ -245,5 +249,6 @@ def title_from_path(path: str) -> tuple[str, str]:
         return "Untitled", date
     for pattern, repl in _APOSTROPHES:
         words = pattern.sub(repl, words)
-    text = " ".join(words.replace("-", " ").split())
-    return text[:1].upper() + text[1:], date
+    words = words.replace("-", " ").split()
+    return " ".join(w if i and (w in _LOWER or w.split("'")[0] + "'" in _LOWER) else w[:1].upper() + w[1:]
+                    for i, w in enumerate(words)), date
