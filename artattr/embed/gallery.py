@@ -97,9 +97,9 @@ class Gallery:
         """Title, date, artist, style (and genre) per painting for the figure's hover labels."""
         def text(i: int, title: str, date: str) -> str:
             genre = self.name("genre", self.label("genre", i))
-            lines = [f"<b>{html.escape(title + (', ' + date if date else ''))}</b>",
-                     html.escape(self.name("artist", self.label("artist", i))),
-                     html.escape(self.name("style", self.label("style", i)) + (f" · {genre}" if genre else ""))]
+            lines = [f"<b>{html.escape(title + (', ' + date if date else ''), quote=False)}</b>",
+                     html.escape(self.name("artist", self.label("artist", i)), quote=False),
+                     html.escape(self.name("style", self.label("style", i)) + (f" · {genre}" if genre else ""), quote=False)]
             return "<br>".join(lines)
         return np.array([text(i, t, d) for i, (t, d) in enumerate(self._titles_dates)], dtype=object)
 
