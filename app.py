@@ -52,7 +52,10 @@ UNCERTAIN_BELOW = 0.5
 #: Heatmaps are drawn on a copy this large; the model itself only ever sees ``input_size``.
 DISPLAY_SIZE = 448
 N_SIMILAR = 8
-PLOT_HEIGHT = 560
+PLOT_HEIGHT = 680
+#: plotly draws a 3-D scene in proportion to the figure's height, whatever its width: on a narrow
+#: screen the explorer is made lower (height = this × the plot's width) so the sphere is not cut off.
+NARROW_PLOT_RATIO = 1.35
 #: The heatmap's colour scale (matplotlib's "inferno", which ``artattr.overlay`` draws with).
 HEAT_SCALE = ('<div class="heat-scale"><span>less</span><div class="heat-bar" style="background: linear-gradient('
               'to right, #000004, #420a68, #932667, #dd513a, #fca50a, #fcffa4)"></div>'
@@ -294,8 +297,9 @@ VIEW_NOTES = {
 }
 
 
-def explore(state: Upload | None, model_id: str, view: str, color_by: str):
-    """3-D map of the model's gallery with the upload highlighted."""
+def explore(state: Upload | None, model_id: str, view: str, color_by: str, screen_width: float | None = None):
+    """3-D map of the model's gallery with the upload highlighted. ``screen_width`` is the browser
+    window's width in CSS pixels (phones get a lower figure)."""
     model = get_model(state.model_id if state else model_id or "default")
     if model.gallery is None:
         return None, "No gallery in this model: the explorer and similar works need a checkpoint exported with `python -m train gallery`."
@@ -307,11 +311,20 @@ def explore(state: Upload | None, model_id: str, view: str, color_by: str):
         if state.output.embedding is not None and color_by in model.gallery.labels:
             focus += [getattr(n, color_by) for n in embed.nearest(model.gallery, state.output.embedding, N_SIMILAR)]
     try:
-        fig = embed.figure(model.gallery, view=view, color_by=color_by, upload=upload, height=PLOT_HEIGHT, focus=focus)
+        fig = embed.figure(model.gallery, view=view, color_by=color_by, upload=upload, height=_plot_height(screen_width),
+                           focus=focus)
     except ValueError as err:  # a gallery built without this view or label
         return None, str(err)
     where = "The black diamond is your painting." if state else "Upload a painting to see where it lands."
     return fig, f"{VIEW_NOTES.get(view, '')} {where} Drag to turn, scroll or pinch to zoom."
+
+
+def _plot_height(screen_width: float | None) -> int:
+    """The explorer's height: full on wide screens; on a phone (one column, ~64 px of margins) in
+    proportion to the plot's width, so the sphere fills it without being cut off."""
+    if not isinstance(screen_width, (int, float)) or not 200 <= screen_width < 700:
+        return PLOT_HEIGHT
+    return min(PLOT_HEIGHT, round((screen_width - 64) * NARROW_PLOT_RATIO))
 
 
 def similar(state: Upload | None, model_id: str):
@@ -434,12 +447,13 @@ def build_app(model_ids: list[str] | None = None) -> gr.Blocks:
                 color_by = gr.Radio([(TASK_TITLES[t], t) for t in ("style", "artist", "genre")], value="style",
                                     label="Colour by")
                 plot_note = gr.Markdown(label="explorer note")
-            with gr.Column(scale=2, min_width=300):
+            with gr.Column(scale=3, min_width=300):
                 plot = gr.Plot(label="Embedding map", show_label=False, elem_id="explorer")
 
         heat_in = [state, method, task, label_dd, opacity]
         heat_out = [heatmap, heatmap_note]
-        explore_in = [state, model_dd, view, color_by]
+        screen_width = gr.Number(None, visible=False)  # set from the browser on load, for the explorer's height
+        explore_in = [state, model_dd, view, color_by, screen_width]
 
         def analyse(trigger, api_name: str | None):
             """Upload or model change: clear the old answers, settle the model, predict, then fill the
@@ -469,7 +483,8 @@ def build_app(model_ids: list[str] | None = None) -> gr.Blocks:
         color_by.input(explore, explore_in, [plot, plot_note], api_visibility="private")
         examples.select(pick_example, None, image, api_visibility="private", queue=False)
         model_dd.change(lambda m: about(get_model(m).dir), model_dd, about_md, api_visibility="private", queue=False)
-        demo.load(explore, explore_in, [plot, plot_note], api_visibility="private")
+        demo.load(None, None, screen_width, js="() => window.innerWidth", api_visibility="private", queue=False).then(
+            explore, explore_in, [plot, plot_note], api_visibility="private")
     # Two CPU cores: two events at a time keeps both busy; more would only thrash the BLAS threads.
     demo.queue(default_concurrency_limit=2, max_size=64)
     return demo

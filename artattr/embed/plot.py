@@ -102,7 +102,7 @@ def figure(gallery: Gallery, view: str = "sphere", color_by: str = "style", uplo
                     traceorder="normal"),
         scene=dict(xaxis=axis, yaxis=axis, zaxis=axis, aspectmode="cube", dragmode="orbit",
                    domain=dict(x=[0, 1], y=[0, 1]),
-                   camera=dict(eye=dict(x=1.1, y=1.1, z=0.7), up=dict(x=0, y=0, z=1)),
+                   camera=dict(eye=dict(x=1.05, y=1.05, z=0.67), up=dict(x=0, y=0, z=1)),
                    uirevision=view),
     )
     return fig
