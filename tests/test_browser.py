@@ -113,6 +113,11 @@ def test_names_about_explorer_and_phone_layout(tmp_path, predictor, val_rows, da
                 if name == "phone":
                     assert page.evaluate("() => document.documentElement.scrollWidth") <= width, "horizontal overflow"
                 page.screenshot(path=str(artifacts / f"app-{name}.png"), full_page=True)
+                if name == "desktop":  # a captioned example is an upload too (the Seurat is not a Sorolla)
+                    expect(page.locator("#examples .caption-label").nth(1)).to_contain_text("Georges Seurat")
+                    page.locator("#examples .thumbnail-item").nth(1).click()
+                    expect(page.locator("#label-artist [data-testid=label-output-value]")).not_to_have_text(
+                        "Joaquín Sorolla", timeout=TIMEOUT_MS)
                 page.close()
         finally:
             browser.close()
