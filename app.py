@@ -330,7 +330,7 @@ def explore(state: Upload | None, model_id: str, view: str, color_by: str, scree
         if color_by in state.output.probs:
             focus.append(model.labels[color_by][int(state.output.probs[color_by].argmax())])
         if state.output.embedding is not None and color_by in model.gallery.labels:
-            focus += [getattr(n, color_by) for n in embed.nearest(model.gallery, state.output.embedding, N_SIMILAR)]
+            focus += [model.gallery.label(color_by, i) for i in model.gallery.search(state.output.embedding, N_SIMILAR)[0]]
     try:
         fig = embed.figure(model.gallery, view=view, color_by=color_by, upload=upload, height=_plot_height(screen_width),
                            focus=focus)

@@ -232,7 +232,7 @@ def test_similar_works_are_ranked_and_captioned(client, gallery_model, painting)
     assert len(items) == 8
     sims = [float(re.search(r"similarity (-?[\d.]+)", item["caption"]).group(1)) for item in items]
     assert sims == sorted(sims, reverse=True) and all(-1 <= s <= 1 for s in sims)
-    assert all(Image.open(item["image"]).size == (64, 64) for item in items)
+    assert all(Image.open(item["image"]).size == (256, 256) for item in items)  # 64 px thumbnails, enlarged 4x
 
 
 def test_a_model_without_gallery_says_so(client, no_gallery_model, painting):
