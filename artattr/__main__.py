@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+import numpy as np
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m artattr", description=__doc__)
@@ -15,6 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="default", help="'default', a checkpoint folder, or hf-hub:ORG/NAME[@REV]")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
+    p.add_argument("--whole", action="store_true", help="use the whole image; by default the painting is found in "
+                   "photos of it and only it is attributed (JSON 'crop': its corners as fractions of width, height)")
     sub.add_parser("models", help="list registered architectures")
     args = parser.parse_args(argv)
 
@@ -31,14 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     for path in args.images:
         try:
-            result = predictor.predict(path, top_k=args.top_k)
+            output = predictor.run(path, locate=not args.whole)
+            result = predictor.top_k(output, args.top_k)
         except ValueError as err:
             print(f"{path}: error: {err}", file=sys.stderr)
             status = 1
             continue
         if args.json:
             print(json.dumps({"image": path, "predictions": {t: [{"label": l, "probability": round(p, 6)} for l, p in r]
-                                                              for t, r in result.items()}}))
+                                                              for t, r in result.items()},
+                              "crop": None if output.crop is None else np.round(output.crop, 4).tolist()}))
         else:
             print(path)
             for task, ranked in result.items():
