@@ -115,16 +115,18 @@ def _at(image: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return image[np.clip(np.round(pts[..., 1]).astype(int), 0, h - 1), np.clip(np.round(pts[..., 0]).astype(int), 0, w - 1)]
 
 
-def _evidence(quads: np.ndarray, edges_h: np.ndarray, edges_v: np.ndarray, gray: np.ndarray,
-              samples: int = 48) -> tuple[np.ndarray, np.ndarray]:
-    """Per side (N, 4): the fraction of the side that runs along an edge of its orientation, and how
-    much the picture varies along strips just outside it (3 and 8 px out) (mean step between neighbouring samples;
-    a frame, mat or wall is smooth there, the painting's own content is not)."""
+def _support(quads: np.ndarray, edges_h: np.ndarray, edges_v: np.ndarray, samples: int = 32) -> np.ndarray:
+    """Per side (N, 4): the fraction of the side that runs along an edge of its orientation."""
     pts = _sample(quads, 0.0, samples)
-    seen = np.stack([_at(edges_h, pts[:, 0]), _at(edges_v, pts[:, 1]), _at(edges_h, pts[:, 2]),
-                     _at(edges_v, pts[:, 3])], axis=1) > 0
+    return np.stack([_at(edges_h, pts[:, 0]), _at(edges_v, pts[:, 1]), _at(edges_h, pts[:, 2]),
+                     _at(edges_v, pts[:, 3])], axis=1).mean(axis=2)
+
+
+def _roughness(quads: np.ndarray, gray: np.ndarray, samples: int = 48) -> np.ndarray:
+    """Per side (N, 4): how much the picture varies along strips just outside it (3 and 8 px out) (mean step between neighbouring samples;
+    a frame, mat or wall is smooth there, the painting's own content is not)."""
     rough = [np.abs(np.diff(_at(gray, _sample(quads, offset, samples)), axis=2)).mean(axis=2) for offset in (3.0, 8.0)]
-    return seen.mean(axis=2), np.maximum(*rough)
+    return np.maximum(*rough)
 
 
 def _area(quads: np.ndarray) -> np.ndarray:
@@ -146,14 +148,13 @@ def find_painting(image: Image.Image) -> np.ndarray | None:
     fractions of the image's width and height — or ``None`` when the whole image should be used."""
     cv2 = _cv2()
     scale = min(1.0, WORK_SIZE / max(image.size))
-    small = image.convert("RGB")
-    if scale < 1:
-        small = small.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                             Image.BILINEAR, reducing_gap=2.0)
-    w, h = small.size
+    w, h = max(1, round(image.width * scale)), max(1, round(image.height * scale))
     if min(w, h) < 32:
         return None
-    pixels = cv2.GaussianBlur(np.asarray(small), (0, 0), 1.0)
+    pixels = np.asarray(image.convert("RGB"))
+    if scale < 1:
+        pixels = cv2.resize(pixels, (w, h), interpolation=cv2.INTER_AREA)
+    pixels = cv2.GaussianBlur(pixels, (0, 0), 1.0)
     edges = cv2.Canny(pixels, 30, 90, L2gradient=True)
     gray = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY).astype(np.float32)
     gx, gy = np.abs(cv2.Sobel(gray, cv2.CV_32F, 1, 0)), np.abs(cv2.Sobel(gray, cv2.CV_32F, 0, 1))
@@ -162,12 +163,13 @@ def find_painting(image: Image.Image) -> np.ndarray | None:
     quads = _quads(_lines(edges_h, True), _lines(edges_v, False), w, h)
     if not len(quads):
         return None
-    support, rough = _evidence(quads, cv2.dilate(edges_h, np.ones((3, 1), np.uint8)),
-                               cv2.dilate(edges_v, np.ones((1, 3), np.uint8)), gray)
     area = _area(quads) / (w * h)
-    ok = (support.min(axis=1) >= MIN_INNER_SUPPORT) & (area >= MIN_AREA)
-    quads, area, support, rough = quads[ok], area[ok], support[ok], rough[ok]
-    wall = (support.min(axis=1) >= MIN_SUPPORT) & (rough.max(axis=1) <= MAX_ROUGH)
+    quads, area = quads[area >= MIN_AREA], area[area >= MIN_AREA]
+    support = _support(quads, cv2.dilate(edges_h, np.ones((3, 1), np.uint8)) > 0,
+                       cv2.dilate(edges_v, np.ones((1, 3), np.uint8)) > 0).min(axis=1)
+    quads, area, support = quads[support >= MIN_INNER_SUPPORT], area[support >= MIN_INNER_SUPPORT], support[support >= MIN_INNER_SUPPORT]
+    wall = support >= MIN_SUPPORT
+    wall[wall] = _roughness(quads[wall], gray).max(axis=1) <= MAX_ROUGH
     if not wall.any():
         return None
     outer = quads[wall][np.argmax(area[wall])]  # the frame's outer edge (or a bare canvas) on a wall
