@@ -4,12 +4,14 @@ People upload what their phone took — the painting in its frame, some wall, a 
 the model learnt from tight scans: on such photos style accuracy fell from 86 % to 33 %. This finds
 the painted surface and rectifies mild perspective, so the model sees what it was trained on.
 
-How: on a ~320 px copy, Canny edges and a Hough transform give the long near-horizontal and
-near-vertical lines; every pair of top/bottom and left/right lines is a candidate quadrilateral,
-kept when edges run along all four of its sides. The outermost such quad is the frame's outer edge
-(or a bare canvas); a quad nested inside it with roughly equal margins on all four sides (a frame
-band, a mat) is the painted surface. Nothing convincing — a clean scan, a detail, a fresco wall, an
-everyday photo — means the whole image is used: :func:`find_painting` returns ``None``.
+How: :func:`candidates` proposes quads from long near-horizontal and near-vertical lines (Canny
+edges + Hough transform on a ~320 px copy) and measures each (edge support per side, smoothness just
+outside and inside, colour contrast across the sides, area, distance from the border, nesting in or
+around a frame-like quad). A logistic regression fitted on synthetic wall photos against clean
+scans and everyday photos (``python -m train locate`` → ``artattr/locate.json``) scores them; the
+best quad is the painted surface if its score clears a threshold set so that ~1 % of clean scans
+would be cropped. Nothing convincing — a clean scan, a detail, a fresco wall, an everyday photo —
+means the whole image is used: :func:`find_painting` returns ``None``.
 
 The corners are fractions of the image's width and height, so one answer serves every copy of the
 upload (the model's small decode, the app's display copy, the original file). Everything here is
@@ -17,6 +19,10 @@ numpy + OpenCV (imported on first use: the app's UI process imports this module 
 """
 
 from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -26,18 +32,16 @@ WORK_SIZE = 320
 #: Decode uploads at least this large when locating: at the model's input size (160 px) a frame is
 #: a few pixels wide, and the crop would be smaller than the model's input.
 DECODE_SIZE = 512
-#: A quad side counts as seen when edges cover this fraction of it; inside a frame, where equal
-#: margins on all four sides are evidence too, a lower fraction will do.
-MIN_SUPPORT, MIN_INNER_SUPPORT = 0.75, 0.5
+#: A quad is a candidate when edges run along at least this fraction of each of its sides.
+MIN_SUPPORT = 0.35
+#: Candidates scored per image, those with the best-supported sides first (bounds the time).
+MAX_CANDIDATES = 150
 #: Lines tilted more than this (degrees) are not a frame seen by someone facing the painting.
 MAX_TILT = 8.0
-#: The painted surface covers at least MIN_AREA of the photo, and the frame (or bare canvas) at most
-#: MAX_AREA: a wall photo shows wall, while a quad filling most of the image is a scan's paper margin
-#: or a rectangle painted in it.
-MIN_AREA, MAX_AREA = 0.08, 0.72
-#: Just outside the painted surface lies a frame, mat or wall: along each side, neighbouring pixels
-#: there differ by at most this many grey levels on average (painted content differs more).
-MAX_ROUGH = 6.0
+#: The painted surface covers at least this fraction of the photo.
+MIN_AREA = 0.05
+#: The fitted candidate scorer (``python -m train.fit_locate`` writes it).
+WEIGHTS_FILE = Path(__file__).with_name("locate.json")
 
 
 def _cv2():
@@ -77,13 +81,28 @@ def _lines(edges: np.ndarray, horizontal: bool, limit: int = 10) -> np.ndarray:
     return np.array(kept).reshape(-1, 2)
 
 
-def _quads(hl: np.ndarray, vl: np.ndarray, w: int, h: int) -> np.ndarray:
+def _coverage(lines: np.ndarray, edges: np.ndarray, horizontal: bool) -> np.ndarray:
+    """(L, n + 1) running count of edge pixels along each line (n: the image's width for horizontal
+    lines, its height for vertical ones): a side's support is then two lookups."""
+    h, w = edges.shape
+    n, m = (w, h) if horizontal else (h, w)
+    along = np.arange(n)
+    across = np.round(lines[:, :1] + lines[:, 1:] * along).astype(int)  # (L, n)
+    hit = (across >= 0) & (across < m)
+    across = np.clip(across, 0, m - 1)
+    hit &= edges[across, along] if horizontal else edges[along, across]
+    return np.concatenate([np.zeros((len(lines), 1)), np.cumsum(hit, axis=1)], axis=1)
+
+
+def _quads(hl: np.ndarray, vl: np.ndarray, edges_h: np.ndarray, edges_v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """All quads (N, 4, 2) [TL, TR, BR, BL] from a top/bottom pair of horizontal lines and a
-    left/right pair of vertical lines, at least a fifth of the image in each direction."""
+    left/right pair of vertical lines, at least a fifth of the image in each direction, and the
+    fraction of each side (top, right, bottom, left) that runs along an edge of its orientation (N, 4)."""
+    h, w = edges_h.shape
     ti, bi = np.triu_indices(len(hl), 1)
     li, ri = np.triu_indices(len(vl), 1)
     if not len(ti) or not len(li):
-        return np.zeros((0, 4, 2))
+        return np.zeros((0, 4, 2)), np.zeros((0, 4))
     mid_h, mid_v = hl[:, 0] + hl[:, 1] * w / 2, vl[:, 0] + vl[:, 1] * h / 2
     swap = mid_h[ti] > mid_h[bi]
     ti, bi = np.where(swap, bi, ti), np.where(swap, ti, bi)
@@ -98,9 +117,19 @@ def _quads(hl: np.ndarray, vl: np.ndarray, w: int, h: int) -> np.ndarray:
         x = (c + d * a) / (1 - d * bb)
         return np.stack([x, a + bb * x], axis=-1)
 
-    quads = np.stack([meet(t, l), meet(t, r), meet(b, r), meet(b, l)], axis=1)
     size_ok = ((mid_v[r] - mid_v[l]) > 0.2 * w) & ((mid_h[b] - mid_h[t]) > 0.2 * h)
-    return quads[size_ok]
+    t, b, l, r = t[size_ok], b[size_ok], l[size_ok], r[size_ok]
+    quads = np.stack([meet(t, l), meet(t, r), meet(b, r), meet(b, l)], axis=1)
+    cov_h, cov_v = _coverage(hl, edges_h, True), _coverage(vl, edges_v, False)
+
+    def seen(cov, line, start, end, n):  # share of line ``line`` between coordinates start..end on an edge
+        start, end = np.clip(np.round(start).astype(int), 0, n), np.clip(np.round(end).astype(int), 0, n)
+        return (cov[line, end] - cov[line, start]) / np.maximum(end - start, 1)
+
+    support = np.stack([seen(cov_h, t, quads[:, 0, 0], quads[:, 1, 0], w), seen(cov_v, r, quads[:, 1, 1], quads[:, 2, 1], h),
+                        seen(cov_h, b, quads[:, 3, 0], quads[:, 2, 0], w), seen(cov_v, l, quads[:, 0, 1], quads[:, 3, 1], h)],
+                       axis=1)
+    return quads, support
 
 
 def _sample(quads: np.ndarray, offset: float, samples: int) -> np.ndarray:
@@ -115,18 +144,9 @@ def _at(image: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return image[np.clip(np.round(pts[..., 1]).astype(int), 0, h - 1), np.clip(np.round(pts[..., 0]).astype(int), 0, w - 1)]
 
 
-def _support(quads: np.ndarray, edges_h: np.ndarray, edges_v: np.ndarray, samples: int = 32) -> np.ndarray:
-    """Per side (N, 4): the fraction of the side that runs along an edge of its orientation."""
-    pts = _sample(quads, 0.0, samples)
-    return np.stack([_at(edges_h, pts[:, 0]), _at(edges_v, pts[:, 1]), _at(edges_h, pts[:, 2]),
-                     _at(edges_v, pts[:, 3])], axis=1).mean(axis=2)
-
-
-def _roughness(quads: np.ndarray, gray: np.ndarray, samples: int = 48) -> np.ndarray:
-    """Per side (N, 4): how much the picture varies along strips just outside it (3 and 8 px out) (mean step between neighbouring samples;
-    a frame, mat or wall is smooth there, the painting's own content is not)."""
-    rough = [np.abs(np.diff(_at(gray, _sample(quads, offset, samples)), axis=2)).mean(axis=2) for offset in (3.0, 8.0)]
-    return np.maximum(*rough)
+def _strip(values: np.ndarray, quads: np.ndarray, offset: float, samples: int = 24) -> np.ndarray:
+    """(N, 4, S, ...) ``values`` sampled along each side, ``offset`` px outwards (negative: inwards)."""
+    return _at(values, _sample(quads, offset, samples))
 
 
 def _area(quads: np.ndarray) -> np.ndarray:
@@ -134,23 +154,43 @@ def _area(quads: np.ndarray) -> np.ndarray:
     return 0.5 * np.abs((x * np.roll(y, -1, axis=-1) - np.roll(x, -1, axis=-1) * y).sum(axis=-1))
 
 
-def _margins(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
-    """(N, 4) distances from each inner quad's sides to the outer quad's (top, right, bottom, left),
-    measured at the side midpoints; negative where the inner quad sticks out."""
-    mid_o = (outer + np.roll(outer, -1, axis=0)) / 2
-    mid_i = (inner + np.roll(inner, -1, axis=1)) / 2
-    return np.stack([mid_i[:, 0, 1] - mid_o[0, 1], mid_o[1, 0] - mid_i[:, 1, 0],
-                     mid_o[2, 1] - mid_i[:, 2, 1], mid_i[:, 3, 0] - mid_o[3, 0]], axis=1)
+def _frames(quads: np.ndarray, support: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per quad: the best support of a quad around it, and of a quad inside it, whose margins to it are
+    those of a frame or mat (all four about equal, at most 30 % of the outer quad's shorter side)."""
+    mid = (quads + np.roll(quads, -1, axis=1)) / 2  # side midpoints: top, right, bottom, left
+    o, i = mid[:, None], mid[None, :]  # outer i=row, inner j=column
+    margins = np.stack([i[..., 0, 1] - o[..., 0, 1], o[..., 1, 0] - i[..., 1, 0],
+                        o[..., 2, 1] - i[..., 2, 1], i[..., 3, 0] - o[..., 3, 0]], axis=-1)
+    short = np.minimum(mid[:, 1, 0] - mid[:, 3, 0], mid[:, 2, 1] - mid[:, 0, 1])[:, None]
+    low, high = margins.min(axis=-1), margins.max(axis=-1)
+    frame = (low >= 2) & (high <= 0.3 * short) & (low >= 0.5 * high)  # [outer, inner]
+    inside_frame = np.where(frame, support[:, None], 0).max(axis=0)
+    is_frame = np.where(frame, support[None, :], 0).max(axis=1)
+    return inside_frame, is_frame
 
 
-def find_painting(image: Image.Image) -> np.ndarray | None:
-    """Corners (4, 2) of the painted surface — top-left, top-right, bottom-right, bottom-left, as
-    fractions of the image's width and height — or ``None`` when the whole image should be used."""
+#: What :func:`candidates` measures of each quad, in this order (``artattr/locate.json`` weighs them).
+FEATURES = ("support_min", "support_mean", "rough_out_max", "rough_out_mean", "rough_in_mean", "contrast_min",
+            "contrast_mean", "area", "border_margin", "inside_frame", "is_frame")
+
+
+def candidates(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+    """Quads that could be the painted surface, and what speaks for each: ``(quads, features)`` with
+    quads (N, 4, 2) as fractions of the image's width and height and features (N, len(FEATURES)).
+
+    On a ~WORK_SIZE px copy, Canny edges split by orientation feed a Hough transform for long
+    near-horizontal and near-vertical lines; every top/bottom + left/right pair is a quad, kept when
+    edges run along enough of its sides. Its features: how much of each side is edge; how smooth the
+    picture is just outside it (a frame, mat or wall) and inside it (the painting); how much the
+    colour changes across it; its area and distance from the image border; and whether it sits inside
+    a frame-like quad or has one inside it (then it is a frame's outer edge, not the painting).
+    """
     cv2 = _cv2()
     scale = min(1.0, WORK_SIZE / max(image.size))
     w, h = max(1, round(image.width * scale)), max(1, round(image.height * scale))
+    none = np.zeros((0, 4, 2)), np.zeros((0, len(FEATURES)))
     if min(w, h) < 32:
-        return None
+        return none
     pixels = np.asarray(image.convert("RGB"))
     if scale < 1:
         pixels = cv2.resize(pixels, (w, h), interpolation=cv2.INTER_AREA)
@@ -160,27 +200,54 @@ def find_painting(image: Image.Image) -> np.ndarray | None:
     gx, gy = np.abs(cv2.Sobel(gray, cv2.CV_32F, 1, 0)), np.abs(cv2.Sobel(gray, cv2.CV_32F, 0, 1))
     edges_h = np.where(gy > gx, edges, 0).astype(np.uint8)  # edges running left-right
     edges_v = np.where(gx > gy, edges, 0).astype(np.uint8)
-    quads = _quads(_lines(edges_h, True), _lines(edges_v, False), w, h)
+    quads, support = _quads(_lines(edges_h, True), _lines(edges_v, False),
+                            cv2.dilate(edges_h, np.ones((3, 1), np.uint8)) > 0, cv2.dilate(edges_v, np.ones((1, 3), np.uint8)) > 0)
+    area = _area(quads) / (w * h)
+    quads, support = quads[area >= MIN_AREA], support[area >= MIN_AREA]
+    keep = np.argsort(-support.min(axis=1))[:MAX_CANDIDATES]
+    keep = keep[support[keep].min(axis=1) >= MIN_SUPPORT]
+    quads, support = quads[keep], support[keep]
+    if not len(quads):
+        return none
+    step = lambda strip: np.abs(np.diff(strip, axis=2)).mean(axis=2)  # noqa: E731  (N, 4)
+    rough_out = np.maximum(step(_strip(gray, quads, 3.0)), step(_strip(gray, quads, 8.0)))
+    rough_in = (step(_strip(gray, quads, -3.0)) + step(_strip(gray, quads, -8.0))) / 2
+    colour = pixels.astype(np.float32)
+    contrast = np.linalg.norm(_strip(colour, quads, 3.0).mean(axis=2) - _strip(colour, quads, -3.0).mean(axis=2), axis=-1)
+    border = np.minimum(np.minimum(quads[..., 0].min(axis=1), w - quads[..., 0].max(axis=1)),
+                        np.minimum(quads[..., 1].min(axis=1), h - quads[..., 1].max(axis=1))) / min(w, h)
+    inside_frame, is_frame = _frames(quads, support.min(axis=1))
+    features = np.stack([support.min(axis=1), support.mean(axis=1), np.log1p(rough_out.max(axis=1)),
+                         np.log1p(rough_out.mean(axis=1)), np.log1p(rough_in.mean(axis=1)),
+                         np.log1p(contrast.min(axis=1)), np.log1p(contrast.mean(axis=1)),
+                         _area(quads) / (w * h), border, inside_frame, is_frame], axis=1)
+    return quads / np.array([w, h]), features
+
+
+@functools.lru_cache(maxsize=1)
+def _scorer() -> tuple[np.ndarray, float, float]:
+    """(weights, bias, threshold) of the logistic candidate scorer fitted by ``python -m train.fit_locate``."""
+    fitted = json.loads(WEIGHTS_FILE.read_text())
+    if tuple(fitted["features"]) != FEATURES:
+        raise ValueError(f"{WEIGHTS_FILE} was fitted for other features; refit with python -m train.fit_locate")
+    return np.asarray(fitted["weights"], dtype=np.float64), float(fitted["bias"]), float(fitted["threshold"])
+
+
+def score(features: np.ndarray) -> np.ndarray:
+    """Logit that a candidate is the painted surface (fitted on synthetic wall photos vs clean scans)."""
+    weights, bias, _ = _scorer()
+    return features @ weights + bias
+
+
+def find_painting(image: Image.Image) -> np.ndarray | None:
+    """Corners (4, 2) of the painted surface — top-left, top-right, bottom-right, bottom-left, as
+    fractions of the image's width and height — or ``None`` when the whole image should be used."""
+    quads, features = candidates(image)
     if not len(quads):
         return None
-    area = _area(quads) / (w * h)
-    quads, area = quads[area >= MIN_AREA], area[area >= MIN_AREA]
-    support = _support(quads, cv2.dilate(edges_h, np.ones((3, 1), np.uint8)) > 0,
-                       cv2.dilate(edges_v, np.ones((1, 3), np.uint8)) > 0).min(axis=1)
-    quads, area, support = quads[support >= MIN_INNER_SUPPORT], area[support >= MIN_INNER_SUPPORT], support[support >= MIN_INNER_SUPPORT]
-    wall = support >= MIN_SUPPORT
-    wall[wall] = _roughness(quads[wall], gray).max(axis=1) <= MAX_ROUGH
-    if not wall.any():
-        return None
-    outer = quads[wall][np.argmax(area[wall])]  # the frame's outer edge (or a bare canvas) on a wall
-    margins = _margins(outer, quads)
-    short = min(np.linalg.norm(outer[1] - outer[0]), np.linalg.norm(outer[3] - outer[0]))
-    frame_like = ((margins.min(axis=1) >= 2) & (margins.max(axis=1) <= 0.3 * short)
-                  & (margins.min(axis=1) >= 0.5 * margins.max(axis=1)))
-    best = quads[frame_like][np.argmin(area[frame_like])] if frame_like.any() else outer
-    if _area(outer[None])[0] / (w * h) > MAX_AREA:
-        return None
-    return best / np.array([w, h])
+    scores = score(features)
+    best = int(np.argmax(scores))
+    return quads[best] if scores[best] >= _scorer()[2] else None
 
 
 def rectify(image: Image.Image, corners: np.ndarray | None, max_side: int | None = None) -> Image.Image:

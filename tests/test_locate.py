@@ -104,3 +104,29 @@ def test_predictor_and_cli_report_the_crop(predictor, painting, tmp_path):
     records = [json.loads(line) for line in out.stdout.splitlines()]
     np.testing.assert_allclose(records[0]["crop"], located.crop, atol=1e-3)
     assert records[1]["crop"] is None
+
+
+def test_app_analyses_the_detected_painting_or_the_whole_image(painting, tmp_path):
+    """In-process app handlers: the display copy (heatmaps, explorer) is the detected painting, the
+    outline is drawn on the upload, and "Whole image" uses every pixel."""
+    import app
+
+    rng = np.random.default_rng(3)
+    photo, quad = render_wall_photo(Image.open(painting), rng, size=800)
+    path = tmp_path / "wall.jpg"
+    photo.save(path, quality=92)
+    app.build_app()
+    try:
+        state = app.predict({"path": str(path)}, "default", "style")[0]
+        assert state.output.crop is not None
+        width = np.linalg.norm(quad[1] - quad[0])
+        height = np.linalg.norm(quad[3] - quad[0])
+        assert abs(state.image.width / state.image.height - width / height) < 0.1 * width / height
+        shown = np.asarray(app.outline(state), int)
+        red = (shown[..., 0] > 200) & (shown[..., 1] < 80) & (shown[..., 2] < 80)
+        assert red.sum() > 100, "the outline is drawn on the upload"
+        whole = app.predict({"path": str(path)}, "default", "style", "whole")[0]
+        assert whole.output.crop is None and whole.image.size == whole.upload.size
+        assert whole.image.width / whole.image.height == pytest.approx(photo.width / photo.height, rel=0.02)
+    finally:
+        app.models.close()
