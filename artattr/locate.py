@@ -7,7 +7,7 @@ the painted surface and rectifies mild perspective, so the model sees what it wa
 How: :func:`candidates` proposes quads from long near-horizontal and near-vertical lines (Canny
 edges + Hough transform on a ~320 px copy) and measures each (edge support per side, smoothness just
 outside and inside, colour contrast across the sides, area, distance from the border, nesting in or
-around a frame-like quad). A logistic regression fitted on synthetic wall photos against clean
+around a frame-like quad). A small neural network fitted on synthetic wall photos against clean
 scans and everyday photos (``python -m train locate`` → ``artattr/locate.json``) scores them; the
 best quad is the painted surface if its score clears a threshold set so that ~1 % of clean scans
 would be cropped. Nothing convincing — a clean scan, a detail, a fresco wall, an everyday photo —
@@ -171,7 +171,7 @@ def _frames(quads: np.ndarray, support: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 #: What :func:`candidates` measures of each quad, in this order (``artattr/locate.json`` weighs them).
 FEATURES = ("support_min", "support_mean", "rough_out_max", "rough_out_mean", "rough_in_mean", "contrast_min",
-            "contrast_mean", "area", "border_margin", "inside_frame", "is_frame")
+            "contrast_mean", "area", "border_margin", "inside_frame", "is_frame", "outside_spread")
 
 
 def candidates(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
@@ -182,7 +182,8 @@ def candidates(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
     near-horizontal and near-vertical lines; every top/bottom + left/right pair is a quad, kept when
     edges run along enough of its sides. Its features: how much of each side is edge; how smooth the
     picture is just outside it (a frame, mat or wall) and inside it (the painting); how much the
-    colour changes across it; its area and distance from the image border; and whether it sits inside
+    colour changes across it and how much the colour just outside differs between the four sides (a
+    frame, mat or wall is one colour all round); its area and distance from the image border; and whether it sits inside
     a frame-like quad or has one inside it (then it is a frame's outer edge, not the painting).
     """
     cv2 = _cv2()
@@ -213,30 +214,40 @@ def candidates(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
     rough_out = np.maximum(step(_strip(gray, quads, 3.0)), step(_strip(gray, quads, 8.0)))
     rough_in = (step(_strip(gray, quads, -3.0)) + step(_strip(gray, quads, -8.0))) / 2
     colour = pixels.astype(np.float32)
-    contrast = np.linalg.norm(_strip(colour, quads, 3.0).mean(axis=2) - _strip(colour, quads, -3.0).mean(axis=2), axis=-1)
+    outside = _strip(colour, quads, 3.0).mean(axis=2)  # (N, 4 sides, 3): a frame, mat or wall is one colour all round
+    contrast = np.linalg.norm(outside - _strip(colour, quads, -3.0).mean(axis=2), axis=-1)
+    spread = np.linalg.norm(outside.std(axis=1), axis=-1)
     border = np.minimum(np.minimum(quads[..., 0].min(axis=1), w - quads[..., 0].max(axis=1)),
                         np.minimum(quads[..., 1].min(axis=1), h - quads[..., 1].max(axis=1))) / min(w, h)
     inside_frame, is_frame = _frames(quads, support.min(axis=1))
     features = np.stack([support.min(axis=1), support.mean(axis=1), np.log1p(rough_out.max(axis=1)),
                          np.log1p(rough_out.mean(axis=1)), np.log1p(rough_in.mean(axis=1)),
                          np.log1p(contrast.min(axis=1)), np.log1p(contrast.mean(axis=1)),
-                         _area(quads) / (w * h), border, inside_frame, is_frame], axis=1)
+                         _area(quads) / (w * h), border, inside_frame, is_frame, np.log1p(spread)], axis=1)
     return quads / np.array([w, h]), features
 
 
 @functools.lru_cache(maxsize=1)
-def _scorer() -> tuple[np.ndarray, float, float]:
-    """(weights, bias, threshold) of the logistic candidate scorer fitted by ``python -m train.fit_locate``."""
+def _scorer() -> tuple[list[tuple[np.ndarray, np.ndarray]], float]:
+    """(layers, threshold) of the candidate scorer fitted by ``python -m train locate``: a small
+    multilayer perceptron, each layer ``(weights, bias)``, ReLU between them."""
     fitted = json.loads(WEIGHTS_FILE.read_text())
     if tuple(fitted["features"]) != FEATURES:
-        raise ValueError(f"{WEIGHTS_FILE} was fitted for other features; refit with python -m train.fit_locate")
-    return np.asarray(fitted["weights"], dtype=np.float64), float(fitted["bias"]), float(fitted["threshold"])
+        raise ValueError(f"{WEIGHTS_FILE} was fitted for other features; refit with python -m train locate")
+    layers = [(np.asarray(layer["weights"], np.float64), np.asarray(layer["bias"], np.float64))
+              for layer in fitted["layers"]]
+    return layers, float(fitted["threshold"])
 
 
 def score(features: np.ndarray) -> np.ndarray:
-    """Logit that a candidate is the painted surface (fitted on synthetic wall photos vs clean scans)."""
-    weights, bias, _ = _scorer()
-    return features @ weights + bias
+    """Logit that each candidate is the painted surface (fitted on synthetic wall photos vs clean scans)."""
+    layers, _ = _scorer()
+    x = features
+    for i, (weights, bias) in enumerate(layers):
+        x = x @ weights + bias
+        if i < len(layers) - 1:
+            x = np.maximum(x, 0)
+    return x[:, 0]
 
 
 def find_painting(image: Image.Image) -> np.ndarray | None:
@@ -247,7 +258,7 @@ def find_painting(image: Image.Image) -> np.ndarray | None:
         return None
     scores = score(features)
     best = int(np.argmax(scores))
-    return quads[best] if scores[best] >= _scorer()[2] else None
+    return quads[best] if scores[best] >= _scorer()[1] else None
 
 
 def rectify(image: Image.Image, corners: np.ndarray | None, max_side: int | None = None) -> Image.Image:

@@ -17,22 +17,12 @@ import io
 import time
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 from tqdm import tqdm
 
 from common import DATA, ROOT  # noqa: E402  (also puts the repo on sys.path)
 
 PHOTOS = ROOT.parent / "shared" / "data" / "photos500"
-
-
-def polygon_iou(a: np.ndarray, b: np.ndarray, size: tuple[int, int]) -> float:
-    """IoU of two pixel-coordinate polygons, by rasterising both (independent of the locator's maths)."""
-    masks = []
-    for quad in (a, b):
-        mask = Image.new("1", size, 0)
-        ImageDraw.Draw(mask).polygon([tuple(p) for p in quad], fill=1)
-        masks.append(np.asarray(mask))
-    return float((masks[0] & masks[1]).sum() / max(1, (masks[0] | masks[1]).sum()))
 
 
 def main() -> None:
@@ -43,7 +33,7 @@ def main() -> None:
 
     import artattr
     from artattr.locate import find_painting, rectify
-    from train.composite import render_wall_photo
+    from train.composite import quad_iou, render_wall_photo
 
     predictor = artattr.load("default")
     styles = predictor.labels["style"]
@@ -71,7 +61,7 @@ def main() -> None:
         hits["photo + true crop"].append(style_ok(predictor.run(rectify(photo, truth), locate=False), row))
         corners = np.array([[0, 0], [1, 0], [1, 1], [0, 1]]) if located.crop is None else located.crop
         whole += located.crop is None
-        ious.append(polygon_iou(corners * np.array(photo.size), quad, photo.size))
+        ious.append(quad_iou(corners * np.array(photo.size), quad))
         t0 = time.perf_counter()
         find_painting(photo)
         t1 = time.perf_counter()

@@ -14,19 +14,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 from artattr.locate import find_painting, rectify
-from train.composite import corners_to_box, render_wall_photo
+from train.composite import corners_to_box, quad_iou, render_wall_photo
 
 PHOTOS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "photos500"
-
-
-def _iou(a: np.ndarray, b: np.ndarray, size: tuple[int, int]) -> float:
-    """Polygon IoU by rasterising (PIL), independent of the locator's own geometry."""
-    masks = []
-    for quad in (a, b):
-        mask = Image.new("1", size, 0)
-        ImageDraw.Draw(mask).polygon([tuple(p) for p in quad], fill=1)
-        masks.append(np.asarray(mask))
-    return float((masks[0] & masks[1]).sum() / (masks[0] | masks[1]).sum())
 
 
 def _whole(size) -> np.ndarray:
@@ -62,7 +52,7 @@ def test_wall_photos_are_cropped_to_the_painted_surface(data_dir, val_rows):
     ious = []
     for row in val_rows[11:35]:
         photo, quad = render_wall_photo(Image.open(data_dir / row["path"]), rng, size=640)
-        ious.append(_iou(_found(photo), quad, photo.size))
+        ious.append(quad_iou(_found(photo), quad))
     ious = np.array(ious)
     assert np.mean(ious >= 0.9) >= 0.6, ious.round(2)
     assert np.median(ious) >= 0.9, ious.round(2)
@@ -93,7 +83,7 @@ def test_predictor_and_cli_report_the_crop(predictor, painting, tmp_path):
 
     located = predictor.run(path)
     assert located.crop is not None and located.crop.shape == (4, 2)
-    assert _iou(located.crop * np.array(photo.size), quad, photo.size) >= 0.8
+    assert quad_iou(located.crop * np.array(photo.size), quad) >= 0.8
     assert predictor.run(path, locate=False).crop is None
     clean = predictor.run(painting)  # a scan: no crop, the same answers as without locating
     assert clean.crop is None
