@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,7 @@ if __name__ == "__main__":
     models.start()
 
 import gradio as gr  # noqa: E402
+from gradio.utils import get_upload_folder  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
@@ -49,6 +51,13 @@ TASKS = ("artist", "style", "genre")
 UNCERTAIN_BELOW = 0.5
 #: Heatmaps are drawn on a copy this large; the model itself only ever sees ``input_size``.
 DISPLAY_SIZE = 448
+#: Heatmaps kept per upload (each ~0.8 MB): switching back to a recent class costs nothing.
+HEATMAPS_KEPT = 4
+#: Largest upload Gradio accepts; ``artattr.images`` then refuses more than 100 megapixels.
+MAX_FILE_SIZE = "50mb"
+#: The only folders uploads are read from: Gradio's upload cache (what browsers and API clients
+#: uploaded) and the bundled examples. An API caller can name any path; others are refused unread.
+UPLOAD_DIRS = [Path(get_upload_folder()).resolve(), ROOT / "examples"]
 N_SIMILAR = 8
 PLOT_HEIGHT = 520
 #: Methods that take seconds on 2 CPU cores: they run only when the user presses "Explain".
@@ -82,7 +91,8 @@ class Upload:
     image: Image.Image  # display copy of what the model saw (the detected painting), at most DISPLAY_SIZE px
     output: artattr.Output
     upload: Image.Image | None = None  # display copy of the whole upload, where the outline is drawn
-    heatmaps: dict[tuple[str, str, int], np.ndarray] = field(default_factory=dict)
+    #: the last ``HEATMAPS_KEPT`` heatmaps, least recently used first
+    heatmaps: OrderedDict[tuple[str, str, int], np.ndarray] = field(default_factory=OrderedDict)
 
 
 _models: dict[str, Model] = {}
@@ -125,10 +135,18 @@ def model_choices(model_ids: list[str] | None = None) -> list[str]:
 
 
 def _source(upload: dict | str | None) -> str | None:
-    """The uploaded file's path: a FileData dict from the browser/gradio_client, or a plain path."""
-    if isinstance(upload, dict):
-        return upload.get("path")
-    return upload
+    """The uploaded file's path (a FileData dict from the browser/gradio_client, or a plain path), if
+    Gradio received it as an upload or it is a bundled example. ``preprocess=False`` hands us what the
+    caller sent, so anything else is refused before it is touched, with one message whether or not
+    such a file exists."""
+    path = upload.get("path") if isinstance(upload, dict) else upload
+    if path is None:
+        return None
+    real = Path(os.path.realpath(str(path)))
+    if not any(real.is_relative_to(folder) for folder in UPLOAD_DIRS):
+        raise gr.Error("Only images uploaded to this app can be analysed: upload the file itself.",
+                       title="Unusable image", print_exception=False)
+    return str(real)
 
 
 def _labels(model: Model, upload: Upload | None) -> list[dict | None]:
@@ -220,8 +238,8 @@ def outline(state: Upload | None) -> Image.Image | None:
 
 
 def _display_copy(source: str, image: Image.Image) -> Image.Image:
-    """The picture heatmaps are drawn on. The model's copy of a JPEG is decoded at the model's input
-    size, too coarse to look at: then the upload is decoded again at display size."""
+    """The picture heatmaps are drawn on. The model's copy is decoded and reduced for the model's input
+    size, too coarse to look at: then the upload is decoded again, reduced for display size."""
     image = artattr.load_image(source, draft_size=DISPLAY_SIZE) if max(image.size) < DISPLAY_SIZE else image.copy()
     image.thumbnail((DISPLAY_SIZE, DISPLAY_SIZE), Image.BILINEAR)
     return image
@@ -262,6 +280,9 @@ def _heatmap(state: Upload | None, method: str, task: str, label: str | None, op
                                         progress=lambda fraction, desc: progress(fraction, desc=desc))
         except ValueError as err:  # e.g. an unknown method from an API caller
             raise gr.Error(str(err), print_exception=False) from None
+        while len(state.heatmaps) > HEATMAPS_KEPT:
+            state.heatmaps.popitem(last=False)
+    state.heatmaps.move_to_end(key)
     prob = float(state.output.probs[task][target])
     return (_at_least_display_size(overlay(state.image, state.heatmaps[key], opacity)),
             f"{name} for {task} = **{pretty(task, labels[target])}** ({prob:.0%}): brighter regions raised this answer more."
@@ -394,6 +415,6 @@ if __name__ == "__main__":
     build_app().launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-        max_file_size="50mb",
+        max_file_size=MAX_FILE_SIZE,
         ssr_mode=False,
     )

@@ -31,7 +31,7 @@ from PIL import Image
 WORK_SIZE = 320
 #: Decode uploads at least this large when locating: at the model's input size (160 px) a frame is
 #: a few pixels wide, and the crop would be smaller than the model's input.
-DECODE_SIZE = 512
+DECODE_SIZE = 384
 #: A quad is a candidate when edges run along at least this fraction of each of its sides.
 MIN_SUPPORT = 0.35
 #: Candidates scored per image, those with the best-supported sides first (bounds the time).

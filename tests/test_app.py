@@ -21,7 +21,7 @@ from PIL import Image
 
 import artattr
 
-from app_server import ROOT, checkpoint_with_gallery, free_port, running_app
+from app_server import ROOT, as_upload, checkpoint_with_gallery, free_port, running_app
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -279,8 +279,9 @@ def test_a_dead_model_process_costs_one_message_not_the_app(painting):
     import app
 
     app.build_app()
+    upload = {"path": str(as_upload(painting))}
     try:
-        state = app.predict({"path": str(painting)}, "default", "style")[0]
+        state = app.predict(upload, "default", "style")[0]
         pid = app.models.pid()
 
         def kill_midway(fraction, desc=None):
@@ -289,7 +290,7 @@ def test_a_dead_model_process_costs_one_message_not_the_app(painting):
 
         with pytest.raises(gr.Error, match="model process stopped"):
             app.explain_heatmap(state, "occlusion", "style", None, 0.5, progress=kill_midway)
-        again = app.predict({"path": str(painting)}, "default", "style")[0]
+        again = app.predict(upload, "default", "style")[0]
         np.testing.assert_allclose(again.output.probs["style"], state.output.probs["style"], atol=1e-5)
         assert app.models.pid() != pid
     finally:

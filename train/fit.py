@@ -529,7 +529,8 @@ def _warm_cos(step: int, total: int, warmup: int) -> float:
 
 
 def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+    name, keys, pos, has_gauss, gauss = np.random.get_state()  # as a list: weights_only loads no numpy arrays
+    return {"torch": torch.get_rng_state(), "numpy": (name, keys.tolist(), pos, has_gauss, gauss), "python": random.getstate(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
 
@@ -545,6 +546,16 @@ def _atomic_save(obj, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def load_state(path: Path) -> dict:
+    """A trainer state written by ``_atomic_save``: tensors, numbers, strings, lists and dicts only.
+    ``weights_only=True`` unpickles nothing else, so a hostile file cannot run code."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError for code, RuntimeError/EOFError for a damaged file
+        raise ConfigError(f"--resume: {path} is not a trainer state this version can read safely "
+                          f"({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''})") from None
 
 
 def _model_config(args: FitArgs, vocab: Vocab, model: nn.Module, metrics: dict, temps: dict | None = None) -> ModelConfig:
@@ -628,7 +639,7 @@ def run(args: FitArgs) -> Path:
     history, best, first_epoch, bad_paths = [], -1.0, 0, set()
     state_path = _state_path(args, out)
     if state_path is not None:
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        state = load_state(state_path)
         changed = {k: (state["args"].get(k), getattr(args, k)) for k in RUN_KEYS if state["args"].get(k) != getattr(args, k)}
         if changed:
             raise ConfigError(f"--resume: {state_path} was trained with different settings {changed}; "
