@@ -38,7 +38,8 @@ def model_card(config: ModelConfig, description: str = "") -> str:
         "## Tasks", "",
     ]
     for task, labels in config.tasks.items():
-        lines.append(f"- **{task}**: {len(labels)} classes" + (f" (`{config.unknown_label[task]}` = not a known class)" if task in config.unknown_label else ""))
+        lines.append(f"- **{task}**: {len(labels)} classes" + (f" (`{config.unknown_label[task]}` = not a known class)" if task in config.unknown_label else "")
+                     + ": " + ", ".join(config.name(task, label) for label in labels if label != config.unknown_label.get(task)))
     if config.metrics:
         keys = sorted({k for m in config.metrics.values() if isinstance(m, dict) for k in m})
         lines += ["", "## Metrics", "", "| task | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
