@@ -392,7 +392,7 @@ def test_gallery_embeds_rows_of_every_source_like_the_predictor(three_sources, p
     from train.gallery import embed_rows
 
     folder, val = three_sources
-    want = [predictor.run(str(data_dir / r["path"])).embedding for r in val[:3]]
+    want = [predictor.run(str(data_dir / r["path"]), locate=False).embedding for r in val[:3]]  # gallery embeds whole images
     for data in (str(folder), f"hf:{folder / 'hf'}:validation"):
         rows = [r for r in load_source(data) if r.split in ("val", "")][:3]
         _, outputs, thumbs = embed_rows(predictor, rows, thumb=16)
@@ -402,5 +402,5 @@ def test_gallery_embeds_rows_of_every_source_like_the_predictor(three_sources, p
     rows = [r for r in load_source(str(folder / "folder")) if r.split == "val"]
     _, outputs, _ = embed_rows(predictor, rows)
     for row, out in zip(rows, outputs, strict=True):  # ROOT/val/STYLE/{index in val}.jpg
-        w = predictor.run(str(data_dir / val[int(Path(row.path).stem)]["path"])).embedding
+        w = predictor.run(str(data_dir / val[int(Path(row.path).stem)]["path"]), locate=False).embedding
         np.testing.assert_allclose(out.embedding, w, atol=1e-5, err_msg=row.path)

@@ -42,6 +42,7 @@ from .args import ConfigError, FitArgs, make_args, parse_args  # noqa: F401  (th
 from .cached import cached_feed
 from .card import card, describe
 from .data import MISSING, DecodedRows, Row, Vocab, image_input, load_source, split_rows  # noqa: F401
+from .display_names import display_for
 from .dist import Dist, pick_device  # noqa: F401
 from .feeds import Feed, augment, image_feed  # noqa: F401
 from .loss import Objective, TaskLoss, class_weights, fit_temperature  # noqa: F401
@@ -69,7 +70,7 @@ def model_config(args: FitArgs, vocab: Vocab, model: nn.Module, metrics: dict, t
     return ModelConfig(
         architecture=args.architecture, tasks=vocab.labels, input_size=args.input_size, resize=args.resize,
         resample=args.resample, mean=list(model.mean), std=list(model.std), temperature=temps or {},
-        unknown_label=vocab.unknown, metrics=metrics,
+        unknown_label=vocab.unknown, metrics=metrics, display=display_for(vocab.labels),
         model_args={"embed_dim": args.embed_dim, "arcface_task": args.arcface_task, "dropout": args.dropout,
                     **args.model_args})
 
