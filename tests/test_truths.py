@@ -50,6 +50,8 @@ def test_probabilities_are_softmax_of_logits_over_the_checkpoints_temperature(pr
             want = _softmax(raw[task][i].double().numpy() / t)
             np.testing.assert_allclose(out.probs[task], want, atol=1e-5, err_msg=task)
             np.testing.assert_allclose(single.probs[task], want, atol=1e-5, err_msg=task)
+    assert [len(v) for v in predictor.predict(images[0]).values()] == [5] * len(temps)  # top 5 by default
+    np.testing.assert_array_equal(predictor.embed(images[0]), predictor.run(images[0]).embedding)
 
 
 def test_top_k_names_the_right_labels_in_order():
@@ -156,7 +158,10 @@ def test_ece_accuracy_and_f1_on_a_hand_worked_example():
     ranked = np.array([[0.30, 0.25, 0.20, 0.12, 0.08, 0.05]] * 2)  # class 4 ranks 5th (in), class 5 6th (out)
     assert task_metrics(ranked, np.array([4, 5]))["top5"] == 0.5
     empty = task_metrics(probs, np.full(5, -1))
-    assert empty["n"] == 0 and np.isnan(empty["top1"]) and np.isnan(empty["ece"])
+    assert set(empty) == set(m) and empty["n"] == 0 and all(np.isnan(v) for k, v in empty.items() if k != "n")
+    # one class present (rows 0 and 4, both class 0; predicted 0 and 1): F1 over the present class only
+    one = task_metrics(probs[[0, 4]], np.array([0, 0]))
+    assert one["top1"] == one["balanced_acc"] == 0.5 and one["macro_f1"] == pytest.approx(2 / 3)
 
 
 def test_artist_known_scores_only_known_artists():
@@ -174,6 +179,7 @@ def test_artist_known_scores_only_known_artists():
     # mean macro-F1 over the plain tasks only: artist (a 2/3, b 1, other 2/3) and style (x 2/3, y 2/3)
     assert mean_macro_f1(m) == pytest.approx(((2 / 3 + 1 + 2 / 3) / 3 + 2 / 3) / 2)
     assert mean_macro_f1({}) == 0.0
+    assert mean_macro_f1({"a": {"macro_f1": 0.5, "n": 1}, "b": {"macro_f1": 1.0, "n": 9}, "c": {"macro_f1": 0.0, "n": 0}}) == 0.75
 
 
 # ------------------------------------------------------------------------------ splits and labels
@@ -250,6 +256,7 @@ def test_vocab_is_built_from_training_rows_and_masks_missing_labels():
     assert vocab.unknown == {"artist": "other"}
     assert vocab.encode(row("b", "", "rare")) == {"style": 1, "genre": MISSING, "artist": 1}
     assert vocab.encode(row("c", "g2", "")) == {"style": MISSING, "genre": 1, "artist": MISSING}
+    assert vocab.encode(Row(path="p", labels={"style": "a"})) == {"style": 0, "genre": MISSING, "artist": MISSING}
     targets = vocab.targets([row("a", "g1", "monet"), row("b", "", "nobody")])
     assert {t: v.tolist() for t, v in targets.items()} == {"style": [0, 1], "genre": [0, -1], "artist": [0, 1]}
 
@@ -349,6 +356,8 @@ def test_each_target_lights_its_own_evidence(method):
     predictor = _halves_predictor()
     image = _two_patches()
     assert predictor.predict(image)["style"][0][0] == "left"
+    with pytest.raises(ValueError, match="no embedding head"):
+        predictor.embed(image)
     options = {"ig": {"steps": 8}, "occlusion": {"window": 16, "stride": 8}}.get(method, {})
     maps = {t: explain(predictor, image, method, task="style", target=t, **options) for t in ("left", "right")}
     for target, heat in maps.items():
