@@ -402,6 +402,22 @@ def test_occlusion_reads_the_calibrated_probability_drop():
         assert heat[:, :32].max() == 0  # the left half holds only evidence against "right"
 
 
+def test_explain_passes_the_tasks_temperature_and_checks_the_index():
+    """explain() hands attribute() the task's temperature from config.json, 1 for a task without one
+    (the upload is the input size, so no resampling hides a difference)."""
+    from artattr.explain import attribute, explain
+
+    predictor = _halves_predictor()
+    image = _two_patches().resize((64, 64))
+    x = predictor.to_tensor(image)[None]
+    options = dict(window=16, stride=16, baseline="mean", precision="float32")
+    for task, temperature in (("style", 2.0), ("genre", 1.0)):
+        want = attribute(predictor.model, x, task, 1, "occlusion", temperature=temperature, **options)
+        np.testing.assert_allclose(explain(predictor, image, "occlusion", task=task, target=1, **options), want, atol=1e-6)
+    with pytest.raises(ValueError, match=r"index in \[0, 2\)"):
+        explain(predictor, image, "gradcam", task="style", target=2)
+
+
 def test_integrated_gradients_satisfy_completeness():
     """IG attributions sum to the logit difference between the input and its baseline (Sundararajan et al.)."""
     from artattr.explain.base import Target, baseline_for
