@@ -51,6 +51,7 @@ def test_probabilities_are_softmax_of_logits_over_the_checkpoints_temperature(pr
             np.testing.assert_allclose(out.probs[task], want, atol=1e-5, err_msg=task)
             np.testing.assert_allclose(single.probs[task], want, atol=1e-5, err_msg=task)
     assert [len(v) for v in predictor.predict(images[0]).values()] == [5] * len(temps)  # top 5 by default
+    assert [len(v) for v in predictor.top_k(single).values()] == [5] * len(temps)
     np.testing.assert_array_equal(predictor.embed(images[0]), predictor.run(images[0]).embedding)
 
 
