@@ -38,7 +38,8 @@ def model_card(config: ModelConfig, description: str = "") -> str:
         "## Tasks", "",
     ]
     for task, labels in config.tasks.items():
-        lines.append(f"- **{task}**: {len(labels)} classes" + (f" (`{config.unknown_label[task]}` = not a known class)" if task in config.unknown_label else ""))
+        lines.append(f"- **{task}**: {len(labels)} classes" + (f" (`{config.unknown_label[task]}` = not a known class)" if task in config.unknown_label else "")
+                     + ": " + ", ".join(config.name(task, label) for label in labels if label != config.unknown_label.get(task)))
     if config.metrics:
         keys = sorted({k for m in config.metrics.values() if isinstance(m, dict) for k in m})
         lines += ["", "## Metrics", "", "| task | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
@@ -105,7 +106,9 @@ def save_checkpoint(model: nn.Module, config: ModelConfig, out_dir: str | os.Pat
     except BaseException:
         _remove(new)
         raise
-    _remove(out.parent / current if current and current.startswith(f".{out.name}.") else link)
+    replaced = out.parent / current if current else link  # the old version, or the old plain folder
+    if replaced.name.startswith(f".{out.name}."):  # never a folder of someone else's that out pointed to
+        _remove(replaced)
     return out
 
 

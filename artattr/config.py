@@ -42,10 +42,16 @@ class ModelConfig:
     temperature: dict[str, float] = field(default_factory=dict)
     #: per-task label that means "none of the known classes" (e.g. artist "other")
     unknown_label: dict[str, str] = field(default_factory=dict)
+    #: label names as people write them ({task: {label: name}}, e.g. "Joaquín Sorolla"); see ``name``
+    display: dict[str, dict[str, str]] = field(default_factory=dict)
     #: metrics measured at export ({task: {metric: value}}), shown in the card and the app
     metrics: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     artattr_version: str = __version__
+
+    def name(self, task: str, label: str) -> str:
+        """What people read for a label: the checkpoint's display name, else the slug prettified."""
+        return self.display.get(task, {}).get(label) or pretty(task, label)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False)
@@ -67,6 +73,15 @@ class ModelConfig:
                 raise CheckpointError(f"{source}: {key!r} must be {what}, got {_short(data[key])}.")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def pretty(task: str, label: str) -> str:
+    """A label slug made readable, for labels a checkpoint gives no display name:
+    ``claude-monet`` -> ``Claude Monet``, ``Pop_Art`` -> ``Pop Art``, ``still_life`` -> ``Still life``."""
+    text = " ".join(label.replace("_", " ").split())
+    if task == "artist":
+        return " ".join(w.replace("-", " ").title() for w in text.split())
+    return text[:1].upper() + text[1:]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -139,6 +154,8 @@ SCHEMA: dict[str, tuple[str, Callable[[Any, dict], bool]]] = {
                    f"{MAX_EMBED_DIM}, arcface_task one of the tasks)", _model_args),
     "temperature": ("a map of task names to numbers from 0.01 to 100", lambda v, d: _map(v, lambda t: _number(t, 0.01, 100))),
     "unknown_label": ("a map of task names to label names", lambda v, d: _map(v, _name)),
+    "display": ("a map of task names to maps of label names to display names",
+                lambda v, d: _map(v, lambda names: _map(names, _name, MAX_LABELS))),
     "metrics": ("a map of names to numbers, strings or maps of them", lambda v, d: _map(v, _json_value, MAX_LABELS)),
     "format_version": (f"an integer from 1 to {FORMAT_VERSION}", lambda v, d: _int(v, 1, FORMAT_VERSION)),
     "artattr_version": ("a version string", lambda v, d: _name(v)),

@@ -12,7 +12,10 @@ from pathlib import Path
 
 from .config import CONFIG_FILE, CheckpointError
 
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "default"
+#: The embedded model: in a checkout (or an editable install) checkpoints/default; a wheel built by
+#: ``pip install .`` carries the same folder as the package data ``artattr/default_checkpoint``.
+_CHECKOUT_DEFAULT = Path(__file__).resolve().parent.parent / "checkpoints" / "default"
+DEFAULT_DIR = _CHECKOUT_DEFAULT if _CHECKOUT_DEFAULT.is_dir() else Path(__file__).resolve().parent / "default_checkpoint"
 HF_PREFIX = "hf-hub:"
 #: A branch, tag, commit or ``refs/pr/N``: git ref characters only, slash-separated parts that do not
 #: start with a dot, no ``..``, bounded. The revision becomes a path in the local Hub cache.

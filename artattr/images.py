@@ -99,7 +99,7 @@ def _open(source: ImageInput) -> Image.Image:
     try:
         img = Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError:
-        raise ValueError(f"{name} is not an image this app reads ({', '.join(FORMATS)}).") from None
+        raise ValueError(f"{name} is not an image file ArtAttr can open ({', '.join(FORMATS)}).") from None
     except Image.DecompressionBombError as err:
         raise ValueError(f"{name} is too large to process safely: {err}") from None
     except (OSError, SyntaxError):  # a header cut short: "Truncated File Read" from the format plugin
@@ -155,7 +155,9 @@ def load_image(source: ImageInput, max_pixels: int = MAX_PIXELS, draft_size: int
             img = _reduce(img, draft_size)
         img = _to_rgb(img)
         if orientation in _UPRIGHT:
-            return img.transpose(_UPRIGHT[orientation])
+            img = img.transpose(_UPRIGHT[orientation])
+            img.info = {}  # upright now: its EXIF/XMP orientation must not turn it again when reloaded
+            return img
         return img.copy() if img is source else img  # callers may draw on what they get
     except (OSError, SyntaxError, Image.DecompressionBombError) as err:
         reason = str(err) or type(err).__name__

@@ -195,7 +195,7 @@ def test_cli_predict_json_and_errors(painting, bad_files):
     assert out.returncode == 1  # one of the two images was bad
     record = json.loads(out.stdout.strip().splitlines()[0])
     assert len(record["predictions"]["style"]) == 2
-    assert "notes.txt: error:" in out.stderr and "Traceback" not in out.stderr
+    assert "notes.txt: skipped:" in out.stderr and "Traceback" not in out.stderr
     bad_model = subprocess.run([sys.executable, "-m", "artattr", "predict", str(painting), "--model", "/no/such/dir"],
                                capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert bad_model.returncode == 2 and "Unknown model" in bad_model.stderr

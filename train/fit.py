@@ -45,6 +45,7 @@ from artattr.images import load_image
 from .cached import cache_features, lite_parts
 from .data import MISSING, TASKS, ImageRows, Row, Vocab, read_rows, split_rows
 from .metrics import all_metrics, mean_macro_f1
+from .display_names import display_for
 
 log = logging.getLogger("train")
 
@@ -564,7 +565,7 @@ def _model_config(args: FitArgs, vocab: Vocab, model: nn.Module, metrics: dict, 
         mean=list(model.mean), std=list(model.std), temperature=temps or {}, unknown_label=vocab.unknown,
         model_args={"embed_dim": args.embed_dim, "arcface_task": args.arcface_task, "dropout": args.dropout,
                     **args.model_args},
-        metrics=metrics)
+        metrics=metrics, display=display_for(vocab.labels))
 
 
 @torch.inference_mode()
