@@ -4,11 +4,12 @@ Run ``python app.py`` (or ``./run app``). Extra models for the picker come from 
 (comma-separated checkpoint folders or ``hf-hub:ORG/NAME[@REV]`` ids); the embedded default is
 always there, so a model that fails to download costs a warning, not the app.
 
-Uploads reach the handlers as the original file (``preprocess=False``): ``artattr.images.load_image``,
-not Gradio's PIL round-trip, decides what a valid picture is (size cap before decoding, EXIF, CMYK,
-16-bit, first GIF frame). One forward pass per upload is kept in ``gr.State`` so changing the heatmap
-class, the explorer view or the colouring never recomputes it. The models run in a second process
-(``artattr/worker.py``): this one serves the UI and never imports torch.
+Uploads reach the handlers as the original file (``preprocess=False``; only files Gradio received as
+uploads, see ``_source``): ``artattr.images.load_image``, not Gradio's PIL round-trip, decides what a
+valid picture is (size cap before decoding, EXIF, CMYK, 16-bit, first GIF frame). One forward pass
+per upload is kept in ``gr.State`` so changing the heatmap class, the explorer view or the colouring
+never recomputes it. The models run in a second process (``artattr/worker.py``): this one serves the
+UI and never imports torch.
 """
 
 from __future__ import annotations
@@ -34,15 +35,21 @@ if __name__ == "__main__":
 import gradio as gr  # noqa: E402
 from gradio.utils import get_upload_folder  # noqa: E402
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
 
 import artattr  # noqa: E402
 from artattr import embed  # noqa: E402
+from artattr.locate import DECODE_SIZE, rectify  # noqa: E402
 from artattr.overlay import overlay  # noqa: E402
 
 # A server has no screen. Naming the backend before matplotlib is first imported spares each
 # process a pyplot import (0.3 s) that Gradio's per-request backend switch would otherwise do.
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Uploads are decoded in gradio's worker threads. Pillow allocates pictures in 16 MB blocks, which
+# glibc serves from each thread's malloc arena and keeps there once freed: eight simultaneous 99 MP
+# uploads left 1.4 GB behind. Blocks above glibc's largest mmap threshold (32 MB) are mapped and
+# unmapped, so a decoded upload's memory goes back to the system (PILLOW_BLOCK_SIZE, at startup).
+Image.core.set_block_size(64 * 1024 * 1024)
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.jpg"))
@@ -113,14 +120,18 @@ class Upload:
     """Everything one upload costs once; heatmaps are memoised per (method, task, class)."""
 
     model_id: str
-    image: Image.Image  # display copy, at most DISPLAY_SIZE px
+    image: Image.Image  # display copy of what the model saw (the detected painting), at most DISPLAY_SIZE px
     output: artattr.Output
+    upload: Image.Image | None = None  # display copy of the whole upload, where the outline is drawn
     #: the last ``HEATMAPS_KEPT`` heatmaps, least recently used first
     heatmaps: OrderedDict[tuple[str, str, int], np.ndarray] = field(default_factory=OrderedDict)
 
 
 _models: dict[str, Model] = {}
 _models_lock = threading.Lock()
+#: One upload is decoded at a time: a 100 MP picture needs 300 MB for a moment, and this process
+#: holds at most one such copy however many arrive together (two cores decode no faster in parallel).
+_decoding = threading.Lock()
 #: The ids the picker offers (set by ``build_app``): API callers cannot make the server load other paths or repos.
 _offered: list[str] = ["default"]
 
@@ -229,19 +240,37 @@ def pick_model(model_id: str, progress=gr.Progress()) -> str:
     return use_model(model_id, progress)[0]
 
 
-def predict(upload: dict | str | None, model_id: str, task: str, progress=gr.Progress()):
-    """Upload -> (state, artist, style, genre, note, heatmap classes). Bad input -> gr.Error."""
+def predict(upload: dict | str | None, model_id: str, task: str, area: str = "painting", progress=gr.Progress()):
+    """Upload -> (state, artist, style, genre, note, heatmap classes). Bad input -> gr.Error.
+    ``area`` "painting" finds the painting in a photo of it (``artattr.locate``), "whole" uses every pixel."""
     model_id, model, fallback = use_model(model_id, progress)
     source = _source(upload)
     if source is None:
         return None, *_labels(model, None), fallback, _class_choices(model, None, task)
-    try:  # decoded here, at the model's input size (as ``Predictor.load`` does): only pixels travel
-        image = artattr.load_image(source, draft_size=model.config.input_size)
+    locate = area != "whole"
+    try:  # decoded once here, as ``Predictor.find`` does (larger when locating): only pixels travel
+        with _decoding:
+            image = artattr.load_image(source, draft_size=max(DECODE_SIZE, model.config.input_size) if locate
+                                       else model.config.input_size)
+            whole = _display_copy(source, image)
     except ValueError as err:
         raise gr.Error(str(err), title="Unusable image", print_exception=False) from None
-    state = Upload(model_id, _display_copy(source, image), _call("run", model.dir, image))
+    output = _call("run", model.dir, image, locate)
+    painting = whole if output.crop is None else rectify(image, output.crop, max_side=DISPLAY_SIZE)
+    state = Upload(model_id, painting, output, whole)
     note = "\n\n".join(filter(None, [fallback, _note(model.config, state.output)]))
     return state, *_labels(model, state), note, _class_choices(model, state, task)
+
+
+def outline(state: Upload | None) -> Image.Image | None:
+    """The whole upload with the outline of the painting the model looked at (none: it used it all)."""
+    if state is None or state.upload is None:
+        return None
+    shown = _at_least_display_size(state.upload.copy())
+    if state.output.crop is not None:
+        corners = [tuple(p) for p in np.asarray(state.output.crop) * shown.size]
+        ImageDraw.Draw(shown).polygon(corners, outline=(255, 40, 40), width=max(2, round(max(shown.size) / 150)))
+    return shown
 
 
 def _display_copy(source: str, image: Image.Image) -> Image.Image:
@@ -438,6 +467,10 @@ def build_app(model_ids: list[str] | None = None) -> gr.Blocks:
                                       label="Examples (click one)", columns=3, height="auto", allow_preview=False,
                                       object_fit="contain", elem_id="examples")
                 model_dd = gr.Dropdown(list(_offered), value="default", label="Model", elem_id="model")
+                area = gr.Radio([("Detected painting", "painting"), ("Whole image", "whole")], value="painting",
+                                label="Analyse", elem_id="area")
+                detected = gr.Image(label="What the model looks at", type="pil", format="jpeg", interactive=False,
+                                    height=200, elem_id="detected")
             with gr.Column(scale=3, min_width=300):
                 with gr.Row():
                     labels = [gr.Label(num_top_classes=5, label=TASK_TITLES.get(task, task), elem_id=f"label-{task}",
@@ -479,14 +512,15 @@ def build_app(model_ids: list[str] | None = None) -> gr.Blocks:
         def analyse(trigger, api_name: str | None):
             """Upload or model change: clear the old answers, settle the model, predict, then fill the
             panels in parallel. A bad upload stops after the clearing, so nothing stale stays on screen."""
-            cleared = [state, *labels, note, heatmap, heatmap_note, plot, gallery]
-            event = trigger(lambda: [None] * (len(cleared) - 1) + [[]], None, cleared, queue=False,
+            cleared = [state, *labels, note, heatmap, heatmap_note, plot, gallery, detected]
+            event = trigger(lambda: [None] * (len(cleared) - 2) + [[], None], None, cleared, queue=False,
                             api_visibility="private", show_progress="hidden")
             event = event.then(pick_model, model_dd, model_dd, api_visibility="private")
-            event = event.then(predict, [image, model_dd, task], [state, *labels, note, label_dd],
+            event = event.then(predict, [image, model_dd, task, area], [state, *labels, note, label_dd],
                                preprocess=False, api_name=api_name,
                                api_visibility="public" if api_name else "private")
             event.success(refresh_heatmap, heat_in, heat_out, api_visibility="private")
+            event.success(outline, state, detected, api_visibility="private", show_progress="hidden")
             event.success(explore, explore_in, [plot, plot_note], api_visibility="private", show_progress="hidden")
             event.success(similar, [state, model_dd], gallery, api_name="similar" if api_name else None,
                           api_visibility="public" if api_name else "private")
@@ -499,6 +533,7 @@ def build_app(model_ids: list[str] | None = None) -> gr.Blocks:
         task.input(classes, [state, model_dd, task], label_dd, api_name="classes").then(
             refresh_heatmap, heat_in, heat_out, api_visibility="private")
         analyse(model_dd.input, None)
+        analyse(area.input, None)
         for control in (method.input, label_dd.input, opacity.release):
             control(refresh_heatmap, heat_in, heat_out, api_visibility="private", trigger_mode="always_last")
         color_by.input(explore, explore_in, [plot, plot_note], api_visibility="private")

@@ -22,7 +22,6 @@ from typing import Iterable, Iterator
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 BATCH_SIZE = 32
 
-
 def find_images(paths: Iterable[str], recursive: bool = False) -> Iterator[Path]:
     """The files named, and the images inside the folders named, in a stable (sorted) order."""
     for name in paths:
@@ -41,13 +40,13 @@ def record(path: Path, output, config, top_k: int) -> dict:
 
     return {"path": str(path), "predictions": {
         task: [{"name": config.name(task, label), "label": label, "probability": round(float(p), 6)} for label, p in pairs]
-        for task, pairs in ranked(output, config.tasks, top_k).items()}}
-
+        for task, pairs in ranked(output, config.tasks, top_k).items()},
+        "crop": None if output.crop is None else [[round(float(v), 4) for v in corner] for corner in output.crop]}
 
 def csv_row(rec: dict) -> dict:
     """A record flattened to one CSV row: its plain fields, then ``artist``, ``artist_label``,
-    ``artist_p`` (rank 1), ``artist_2`` ... for each task and rank."""
-    row = {k: v for k, v in rec.items() if k != "predictions" and not isinstance(v, (dict, list))}
+    ``artist_p`` (rank 1), ``artist_2`` ... for each task and rank. Lists (the crop's corners) are JSON."""
+    row = {k: json.dumps(v) if isinstance(v, list) else v for k, v in rec.items() if k != "predictions"}
     for task, answers in rec["predictions"].items():
         for rank, a in enumerate(answers, 1):
             key = task if rank == 1 else f"{task}_{rank}"
@@ -62,16 +61,19 @@ def text(rec: dict) -> str:
     return "\n".join(lines)
 
 
-def run_batches(predictor, paths: list[Path], batch_size: int = BATCH_SIZE, workers: int | None = None):
-    """Yield ``(path, output, None)`` or ``(path, None, message)`` in input order. Decoding runs in a
-    thread pool (Pillow and torch release the GIL) a few batches ahead of the forward pass."""
+def run_batches(predictor, paths: list[Path], batch_size: int = BATCH_SIZE, workers: int | None = None,
+                locate: bool | None = None):
+    """Yield ``(path, output, None)`` or ``(path, None, message)`` in input order. Decoding (and finding
+    the painting in a photo, ``Predictor.find``) runs in a thread pool (Pillow, OpenCV and torch release
+    the GIL) a few batches ahead of the forward pass."""
     import torch
 
     workers = workers or min(4, os.cpu_count() or 1)
 
     def decode(path: Path):
         try:
-            return predictor.pixels(path), None
+            picture, corners = predictor.find(path, locate)
+            return (predictor.pixels(picture), corners), None
         except ValueError as err:
             return None, str(err)
         except OSError as err:  # missing, unreadable, a folder where a file was expected
@@ -89,9 +91,14 @@ def run_batches(predictor, paths: list[Path], batch_size: int = BATCH_SIZE, work
                     ahead.append(pool.submit(decode, paths[queued]))
                     queued += 1
             good = [(p, px) for p, px, err in batch if err is None]
-            outputs = iter(predictor.forward_batch(predictor.normalise(torch.stack([px for _, px in good])))) if good else iter(())
-            for path, pixels, err in batch:
-                yield (path, next(outputs), None) if err is None else (path, None, err)
+            outputs = iter(predictor.forward_batch(predictor.normalise(torch.stack([px for _, (px, _) in good])))) if good else iter(())
+            for path, decoded, err in batch:
+                if err is not None:
+                    yield path, None, err
+                    continue
+                output = next(outputs)
+                output.crop = decoded[1]
+                yield path, output, None
 
 
 def predict(args: argparse.Namespace) -> int:
@@ -112,7 +119,7 @@ def predict(args: argparse.Namespace) -> int:
     writer, failed = None, 0
     try:
         with tqdm(total=len(paths), unit="img", file=sys.stderr, dynamic_ncols=True) as bar:
-            for path, output, err in run_batches(predictor, paths, args.batch_size):
+            for path, output, err in run_batches(predictor, paths, args.batch_size, locate=not args.whole):
                 bar.update()
                 if err is not None:
                     failed += 1
@@ -150,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     fmt.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
     p.add_argument("--top-k", type=int, default=3, help="answers per task (default 3)")
     p.add_argument("--model", default="default", help="'default', a checkpoint folder, or hf-hub:ORG/NAME[@REV]")
+    p.add_argument("--whole", action="store_true", help="use the whole image; by default the painting is found in "
+                   "photos of it and only it is attributed ('crop': its corners as fractions of width, height)")
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help=argparse.SUPPRESS)
     sub.add_parser("models", help="list registered architectures")
     args = parser.parse_args(argv)

@@ -106,7 +106,9 @@ def save_checkpoint(model: nn.Module, config: ModelConfig, out_dir: str | os.Pat
     except BaseException:
         _remove(new)
         raise
-    _remove(out.parent / current if current and current.startswith(f".{out.name}.") else link)
+    replaced = out.parent / current if current else link  # the old version, or the old plain folder
+    if replaced.name.startswith(f".{out.name}."):  # never a folder of someone else's that out pointed to
+        _remove(replaced)
     return out
 
 

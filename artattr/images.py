@@ -155,7 +155,9 @@ def load_image(source: ImageInput, max_pixels: int = MAX_PIXELS, draft_size: int
             img = _reduce(img, draft_size)
         img = _to_rgb(img)
         if orientation in _UPRIGHT:
-            return img.transpose(_UPRIGHT[orientation])
+            img = img.transpose(_UPRIGHT[orientation])
+            img.info = {}  # upright now: its EXIF/XMP orientation must not turn it again when reloaded
+            return img
         return img.copy() if img is source else img  # callers may draw on what they get
     except (OSError, SyntaxError, Image.DecompressionBombError) as err:
         reason = str(err) or type(err).__name__

@@ -15,6 +15,9 @@ class Output:
     probs: dict[str, np.ndarray]        # task -> calibrated probabilities over that task's labels
     embedding: np.ndarray | None        # unit-norm retrieval embedding
     sphere: np.ndarray | None           # unit-norm 3-D ArcFace coordinates
+    #: where the painting was found in the upload (artattr.locate): corners TL, TR, BR, BL as (4, 2)
+    #: fractions of its width and height; None when the whole image was used
+    crop: np.ndarray | None = None
 
 
 def top_k(output: Output, labels: dict[str, list[str]], k: int = 5) -> dict[str, list[tuple[str, float]]]:

@@ -184,8 +184,8 @@ def _load(predictor, progress):
     """Nothing more to do: loading happens before any call (and fails there for a broken checkpoint)."""
 
 
-def _run(predictor, image, progress):
-    return predictor.run(image)
+def _run(predictor, image, locate=True, *, progress):
+    return predictor.run(image, locate=locate)
 
 
 def _explain(predictor, image, method, task, target, progress):

@@ -107,7 +107,7 @@ def main() -> None:
             answered = sum(r.startswith("answer") for r in results)
             messages = sorted({r for r in results if not r.startswith("answer")})
             print(f"{n} simultaneous 99 MP uploads: {answered} answered, {n - answered} clear messages {messages} "
-                  f"in {seconds:.1f} s; peak together {gb(s.peak_sum)}")
+                  f"in {seconds:.1f} s; peak together {gb(s.peak_sum)} (UI {gb(s.peaks[0])}, model {gb(s.peaks[1])})")
             print(f"  afterwards a painting: {predict(painting)}")
 
 

@@ -7,6 +7,7 @@ Everything here is cheap (tiny hand-built models, a few real paintings, the sess
 from __future__ import annotations
 
 import json
+import re
 import struct
 import types
 import zlib
@@ -56,6 +57,8 @@ def test_top_k_names_the_right_labels_in_order():
     labels = {"style": ["a", "b", "c"], "genre": ["x", "y"]}
     assert artattr.top_k(out, labels, 2) == {"style": [("b", 0.6), ("c", 0.3)], "genre": [("x", 0.7), ("y", 0.3)]}
     assert artattr.top_k(out, labels, 1) == {"style": [("b", 0.6)], "genre": [("x", 0.7)]}
+    seven = Output(probs={"style": np.arange(7) / 21}, embedding=None, sphere=None)
+    assert [label for label, _ in artattr.top_k(seven, {"style": list("abcdefg")})["style"]] == list("gfedc")  # 5 by default
 
 
 # ------------------------------------------------------------------------------ normalisation
@@ -483,6 +486,28 @@ def test_every_saved_weight_is_loaded(saved):
             assert not torch.equal(tensor, fresh[key]), key
 
 
+def test_save_writes_card_metadata_and_extra_folders(saved, tmp_path):
+    _, model = saved
+    config = ModelConfig(architecture="efficientnet_lite0", tasks=TASKS, input_size=32, unknown_label={"style": "c"},
+                         metrics={"style": {"top1": 0.5, "n": 10}, "note": "not a task"})
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    (plots / "curve.png").write_bytes(b"png")
+    out = save_checkpoint(model, config, tmp_path / "new" / "deeper" / "ckpt", description="Trained in a test.",
+                          extra_files={"plots": plots})
+    assert sorted(p.name for p in out.parent.iterdir()) == ["ckpt"]  # no temporary folder left behind
+    assert (out / "plots" / "curve.png").read_bytes() == b"png"
+    card = (out / "README.md").read_text()
+    assert "Trained in a test." in card
+    assert "\n## Tasks\n\n- **style**: 3 classes (`c` = not a known class)\n- **genre**: 2 classes\n" in card
+    assert "\n## Metrics\n\n| task | n | top1 |\n|---|---|---|\n| style | 10 | 0.500 |\n" in card
+    assert "\n## Intended use and limitations\n\nAn aid for art historians" in card
+    assert "32×32 px RGB (squash), normalised with mean [0.485, 0.456, 0.406] and std [0.229, 0.224, 0.225]" in card
+    data = (out / "model.safetensors").read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    assert json.loads(data[8:8 + n])["__metadata__"] == {"format": "pt", "artattr_format": "1"}
+
+
 def test_config_round_trip_and_refusals(tmp_path):
     from artattr.config import FORMAT_VERSION
 
@@ -494,9 +519,12 @@ def test_config_round_trip_and_refusals(tmp_path):
     assert artattr.read_config(tmp_path) == config
     (tmp_path / "config.json").write_text(json.dumps({**data, "future_key": 1}))
     assert artattr.read_config(tmp_path) == config  # unknown keys from newer writers are ignored
+    (tmp_path / "config.json").write_text(json.dumps({k: v for k, v in data.items() if k != "format_version"}))
+    assert artattr.read_config(tmp_path) == config  # written before format_version existed: version 1
     for bad, message in (({**data, "tasks": {"style": []}}, "non-empty list"), ({**data, "tasks": ["a"]}, "non-empty list"),
+                         ({**data, "tasks": {"style": "abc"}}, "non-empty list"),
                          ({**data, "format_version": FORMAT_VERSION + 1}, "newer"), ([1, 2], "JSON object"),
-                         ({"tasks": TASKS}, r"missing required key\(s\) \['architecture'\]")):
+                         ({"tasks": TASKS}, re.escape(f"{tmp_path / 'config.json'}: missing required key(s) ['architecture']"))):
         (tmp_path / "config.json").write_text(json.dumps(bad))
         with pytest.raises(CheckpointError, match=message):
             artattr.read_config(tmp_path)
@@ -507,6 +535,7 @@ def test_config_round_trip_and_refusals(tmp_path):
 def test_hub_module_is_reachable_from_the_package():
     """Users write ``artattr.hub.resolve(...)`` after ``import artattr``."""
     assert artattr.hub.resolve("default") == artattr.hub.DEFAULT_DIR
+    assert artattr.load().model_dir == artattr.hub.DEFAULT_DIR  # the default model is the default
 
 
 # ------------------------------------------------------------------------------ explorer gallery
