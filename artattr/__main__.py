@@ -22,6 +22,7 @@ from typing import Iterable, Iterator
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 BATCH_SIZE = 32
 
+
 def find_images(paths: Iterable[str], recursive: bool = False) -> Iterator[Path]:
     """The files named, and the images inside the folders named, in a stable (sorted) order."""
     for name in paths:
@@ -42,6 +43,7 @@ def record(path: Path, output, config, top_k: int) -> dict:
         task: [{"name": config.name(task, label), "label": label, "probability": round(float(p), 6)} for label, p in pairs]
         for task, pairs in ranked(output, config.tasks, top_k).items()},
         "crop": None if output.crop is None else [[round(float(v), 4) for v in corner] for corner in output.crop]}
+
 
 def csv_row(rec: dict) -> dict:
     """A record flattened to one CSV row: its plain fields, then ``artist``, ``artist_label``,
