@@ -44,8 +44,6 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 ROOT = Path(__file__).resolve().parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.jpg"))
 TASKS = ("artist", "style", "genre")
-#: A calibrated top probability below this is shown as a guess, not an answer.
-UNCERTAIN_BELOW = 0.5
 #: Heatmaps are drawn on a copy this large; the model itself only ever sees ``input_size``.
 DISPLAY_SIZE = 448
 N_SIMILAR = 8
@@ -129,30 +127,55 @@ def _source(upload: dict | str | None) -> str | None:
     return upload
 
 
-def _labels(model: Model, upload: Upload | None) -> list[dict | None]:
+def _labels(model: Model, upload: Upload | None) -> list[dict | str | None]:
+    """Bars per task; "Not a painting" / "Not sure" / "Unknown artist" in place of a headline that
+    would claim more than the model knows (the note lists the guesses)."""
     if upload is None:
         return [None] * len(TASKS)
     top = artattr.top_k(upload.output, model.labels, 5)
-    return [{pretty(t, label): p for label, p in top[t]} if t in top else None for t in TASKS]
+    flags = artattr.flags(upload.output, model.config)
+    if flags["not_artwork"]:
+        return ["Not a painting" if t in top else None for t in TASKS]
+    shown = []
+    for t in TASKS:
+        if t not in top:
+            shown.append(None)
+        elif t == "artist" and flags["unknown_artist"]:
+            shown.append("Unknown artist")
+        elif t in flags["uncertain"]:
+            shown.append("Not sure")
+        else:
+            shown.append({pretty(t, label): p for label, p in top[t]})
+    return shown
 
 
 def _note(config: artattr.ModelConfig, output: artattr.Output) -> str:
-    """Say plainly when an answer is a guess: calibrated probabilities make the threshold meaningful."""
+    """Say plainly what not to trust, most serious first; never call a flagged answer reliable."""
+    flags = artattr.flags(output, config)
+    if flags["not_artwork"]:
+        return ("**This does not look like a painting — the answers below are not meaningful** "
+                f"(painting score {flags['artwork_score']:.0%}).")
     lines = []
     for task in TASKS:
         if task not in output.probs:
             continue
         p = output.probs[task]
-        best = int(p.argmax())
-        label = config.tasks[task][best]
-        if label == config.unknown_label.get(task):
+        guesses = ", ".join(f"{pretty(task, config.tasks[task][i])} {p[i]:.0%}" for i in p.argsort()[::-1][:3])
+        if task == "artist" and flags["unknown_artist"]:
             known = len(config.tasks[task]) - 1
-            lines.append(f"**{task}**: probably none of the {known} {task}s this model knows ({p[best]:.0%} '{label}').")
-        elif p[best] < UNCERTAIN_BELOW:
-            lines.append(f"**{task}**: uncertain: the best guess, {pretty(task, label)}, has only {p[best]:.0%}.")
+            lines.append(f"**{task}**: probably none of the {known} artists this model knows (closest: {guesses}).")
+        elif task in flags["uncertain"]:
+            lines.append(f"**{task}**: not sure; best guesses {guesses}.")
     if not lines:
-        return f"All answers have a calibrated probability of at least {UNCERTAIN_BELOW:.0%}."
+        return "Every answer passed the model's confidence check" + _checked_accuracy(config) + "."
     return "\n".join(f"- {line}" for line in lines)
+
+
+def _checked_accuracy(config: artattr.ModelConfig) -> str:
+    """How often answers that pass the check were right on held-out paintings (from the model card)."""
+    acc = config.metrics.get("trust", {}).get("answered_accuracy", {}) if isinstance(config.metrics, dict) else {}
+    parts = [f"{task} {acc[task]:.0%}" for task in TASKS if isinstance(acc.get(task), (int, float))]
+    return f" (on held-out paintings such answers were right: {', '.join(parts)})" if parts else ""
 
 
 def _class_choices(model: Model, upload: Upload | None, task: str) -> dict:
@@ -193,9 +216,10 @@ def predict(upload: dict | str | None, model_id: str, task: str, progress=gr.Pro
         return None, *_labels(model, None), fallback, _class_choices(model, None, task)
     try:  # decoded here, at the model's input size (as ``Predictor.load`` does): only pixels travel
         image = artattr.load_image(source, draft_size=model.config.input_size)
+        output = _call("run", model.dir, image)  # refuses pictures too small to judge
     except ValueError as err:
         raise gr.Error(str(err), title="Unusable image", print_exception=False) from None
-    state = Upload(model_id, _display_copy(source, image), _call("run", model.dir, image))
+    state = Upload(model_id, _display_copy(source, image), output)
     note = "\n\n".join(filter(None, [fallback, _note(model.config, state.output)]))
     return state, *_labels(model, state), note, _class_choices(model, state, task)
 

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if args.json:
             print(json.dumps({"image": path, "predictions": {t: [{"label": l, "probability": round(p, 6)} for l, p in r]
-                                                              for t, r in result.items()}}))
+                                                              for t, r in result.items()}, **result.flags}))
         else:
             print(path)
             for task, ranked in result.items():

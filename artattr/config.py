@@ -41,6 +41,9 @@ class ModelConfig:
     unknown_label: dict[str, str] = field(default_factory=dict)
     #: metrics measured at export ({task: {metric: value}}), shown in the card and the app
     metrics: dict = field(default_factory=dict)
+    #: trust thresholds (``train/trust.py``): ``{"artwork": score below = not a painting, "unknown_artist":
+    #: score above = unknown artist, "uncertain": {task: top probability below = not sure}}``
+    thresholds: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     artattr_version: str = __version__
 
@@ -57,7 +60,20 @@ class ModelConfig:
             raise CheckpointError(f"{source}: format_version {data['format_version']} is newer than this ArtAttr supports ({FORMAT_VERSION}); upgrade artattr.")
         if not isinstance(data["tasks"], dict) or not all(isinstance(v, list) and v for v in data["tasks"].values()):
             raise CheckpointError(f"{source}: 'tasks' must map each task to a non-empty list of label names.")
+        _check_thresholds(data.get("thresholds", {}), source)
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _check_thresholds(thresholds, source: str) -> None:
+    """Thresholds are probabilities; anything else in a downloaded config.json is refused."""
+    def prob(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0
+    uncertain = thresholds.get("uncertain", {}) if isinstance(thresholds, dict) else None
+    if (not isinstance(thresholds, dict) or set(thresholds) - {"artwork", "unknown_artist", "uncertain"}
+            or not all(prob(thresholds[k]) for k in ("artwork", "unknown_artist") if k in thresholds)
+            or not isinstance(uncertain, dict) or not all(isinstance(k, str) and prob(v) for k, v in uncertain.items())):
+        raise CheckpointError(f"{source}: 'thresholds' must be {{'artwork': p, 'unknown_artist': p, "
+                              f"'uncertain': {{task: p}}}} with probabilities 0..1, not {str(thresholds)[:200]}.")
 
 
 def read_config(model_dir: str | os.PathLike) -> ModelConfig:

@@ -7,6 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .config import ModelConfig
+
+#: Top probability below which an answer is "not sure" when a checkpoint has no fitted threshold.
+DEFAULT_UNCERTAIN = 0.5
+
 
 @dataclass
 class Output:
@@ -15,6 +20,7 @@ class Output:
     probs: dict[str, np.ndarray]        # task -> calibrated probabilities over that task's labels
     embedding: np.ndarray | None        # unit-norm retrieval embedding
     sphere: np.ndarray | None           # unit-norm 3-D ArcFace coordinates
+    artwork_score: float | None = None  # P(painting) from the artwork head; None when the model has none
 
 
 def top_k(output: Output, labels: dict[str, list[str]], k: int = 5) -> dict[str, list[tuple[str, float]]]:
@@ -24,3 +30,42 @@ def top_k(output: Output, labels: dict[str, list[str]], k: int = 5) -> dict[str,
         order = np.argsort(-p)[:k]
         result[task] = [(labels[task][i], float(p[i])) for i in order]
     return result
+
+
+def unknown_score(output: Output, config: ModelConfig, task: str = "artist") -> float | None:
+    """1 - the largest probability of a *known* class: high when the answer is the unknown label
+    ("other") and also when the probability is spread over many known artists, which is how
+    paintings by artists never seen in training look (``train/trust.py`` measures it)."""
+    unknown = config.unknown_label.get(task)
+    if task not in output.probs or unknown not in config.tasks[task]:
+        return None
+    p = np.delete(output.probs[task], config.tasks[task].index(unknown))
+    return float(1.0 - p.max())
+
+
+def flags(output: Output, config: ModelConfig) -> dict:
+    """What may be trusted in ``output``, as the CLI's JSON and the app state it:
+
+    ``not_artwork`` (the artwork score is below ``thresholds["artwork"]``), ``artwork_score``,
+    ``unknown_artist`` (with its ``unknown_artist_score``) and ``uncertain``, the tasks whose top
+    probability is below that task's threshold. A checkpoint without fitted thresholds never says
+    "not a painting", calls the artist unknown when "other" is the top answer, and is "not sure"
+    below ``DEFAULT_UNCERTAIN``."""
+    th = config.thresholds
+    score = output.artwork_score
+    unknown = unknown_score(output, config)
+    if unknown is None:
+        unknown_artist = False
+    elif "unknown_artist" in th:
+        unknown_artist = unknown > th["unknown_artist"]
+    else:
+        labels = config.tasks["artist"]
+        unknown_artist = labels[int(output.probs["artist"].argmax())] == config.unknown_label["artist"]
+    return {
+        "not_artwork": bool(score is not None and "artwork" in th and score < th["artwork"]),
+        "artwork_score": None if score is None else float(score),
+        "unknown_artist": bool(unknown_artist),
+        "unknown_artist_score": unknown,
+        "uncertain": [t for t, p in output.probs.items()
+                      if float(p.max()) < th.get("uncertain", {}).get(t, DEFAULT_UNCERTAIN)],
+    }

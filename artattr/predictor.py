@@ -15,9 +15,18 @@ from .checkpoint import load_checkpoint
 from .config import ModelConfig
 from .hub import resolve
 from .images import ImageInput, load_image
-from .models.heads import EMBEDDING_KEYS
-from .output import Output
+from .models.heads import ARTWORK_KEY, EMBEDDING_KEYS
+from .output import Output, flags
 from .output import top_k as _top_k
+
+#: Pictures with a shorter side than this (px) are refused: too little to judge, whatever the model says.
+MIN_SIDE = 32
+
+
+class Answers(dict):
+    """``{task: [(label, probability), ...]}`` as before, plus ``.flags`` (see :func:`artattr.output.flags`)."""
+
+    flags: dict
 
 
 class Predictor:
@@ -58,7 +67,11 @@ class Predictor:
     def pixels(self, image: ImageInput) -> torch.Tensor:
         """uint8 ``(S, S, 3)``: the model's view of one image before normalising; a quarter of the
         bytes of the float input, which is what DataLoader workers should pass between processes."""
-        return torch.from_numpy(np.asarray(self.resize(self.load(image)), dtype=np.uint8).copy())
+        img = self.load(image)
+        if min(img.size) < MIN_SIDE:
+            raise ValueError(f"The image is {img.width}×{img.height} px: too small to judge; "
+                             f"upload one at least {MIN_SIDE} px on each side.")
+        return torch.from_numpy(np.asarray(self.resize(img), dtype=np.uint8).copy())
 
     def to_tensor(self, image: ImageInput) -> torch.Tensor:
         """(3, S, S) normalised float tensor for one image."""
@@ -76,21 +89,29 @@ class Predictor:
         probs = {t: torch.softmax(out[t].float() / self.config.temperature.get(t, 1.0), dim=-1).numpy()
                  for t in self.config.tasks}
         emb = {k: out[k].float().numpy() for k in EMBEDDING_KEYS if k in out}
+        artwork = torch.sigmoid(out[ARTWORK_KEY].float()).numpy() if ARTWORK_KEY in out else None
         return [
             Output(probs={t: p[i] for t, p in probs.items()},
                    embedding=emb["embedding"][i] if "embedding" in emb else None,
-                   sphere=emb["sphere"][i] if "sphere" in emb else None)
+                   sphere=emb["sphere"][i] if "sphere" in emb else None,
+                   artwork_score=None if artwork is None else float(artwork[i]))
             for i in range(batch.shape[0])
         ]
 
     def run(self, image: ImageInput) -> Output:
         return self.forward_batch(self.to_tensor(image)[None])[0]
 
-    def top_k(self, output: Output, top_k: int = 5) -> dict[str, list[tuple[str, float]]]:
-        return _top_k(output, self.labels, top_k)
+    def top_k(self, output: Output, top_k: int = 5) -> Answers:
+        answers = Answers(_top_k(output, self.labels, top_k))
+        answers.flags = self.flags(output)
+        return answers
 
-    def predict(self, image: ImageInput, top_k: int = 5) -> dict[str, list[tuple[str, float]]]:
-        """``{task: [(label, probability), ...]}``, most likely first."""
+    def flags(self, output: Output) -> dict:
+        """``not_artwork``, ``artwork_score``, ``unknown_artist`` (+ score) and ``uncertain`` tasks."""
+        return flags(output, self.config)
+
+    def predict(self, image: ImageInput, top_k: int = 5) -> Answers:
+        """``{task: [(label, probability), ...]}``, most likely first; ``.flags`` says what to trust."""
         return self.top_k(self.run(image), top_k)
 
     def predict_batch(self, images: Sequence[ImageInput], top_k: int = 5, batch_size: int = 32) -> list[dict]:

@@ -69,3 +69,24 @@ def test_upload_answers_heatmap_explorer_and_error(tmp_path, predictor, painting
             page.screenshot(path=str(artifacts / "app-browser-error.png"), full_page=True)
         finally:
             browser.close()
+
+
+def test_a_photo_is_called_not_a_painting(tmp_path):
+    """An everyday photo (photos500, a tiger cat) is answered in words first and gets no bars."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    photo = ROOT.parent / "shared" / "data" / "photos500" / "images" / "n02123159.jpg"
+    if not photo.is_file():
+        pytest.skip(f"photos500 not found at {photo.parent.parent}")
+    with running_app(tmp_path / "app.log") as url, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(url)
+            page.locator("#upload input[type=file]").set_input_files(str(photo))
+            note = page.locator("#note")
+            sync_api.expect(note).to_contain_text("This does not look like a painting", timeout=TIMEOUT_MS)
+            assert note.inner_text().strip().startswith("This does not look like a painting")
+            sync_api.expect(page.locator("#label-style [data-testid=label-output-value]")).to_have_text("Not a painting")
+            page.screenshot(path=str(ROOT / "artifacts" / "app-browser-photo.png"), full_page=True)
+        finally:
+            browser.close()

@@ -10,6 +10,7 @@ COMMANDS = {
     "evaluate": ("train.evaluate", "score a checkpoint on a metadata.csv folder and write the report"),
     "push": ("train.push", "upload a checkpoint folder to the Hugging Face Hub"),
     "gallery": ("train.gallery", "build the explorer gallery inside a checkpoint folder"),
+    "trust": ("train.trust", "fit the not-a-painting head, temperatures and trust thresholds of a checkpoint"),
     "models": ("train.models_table", "list the architectures with their measured numbers"),
 }
 
