@@ -44,6 +44,8 @@ class ModelConfig:
     #: trust thresholds (``train/trust.py``): ``{"artwork": score below = not a painting, "unknown_artist":
     #: score above = unknown artist, "uncertain": {task: top probability below = not sure}}``
     thresholds: dict = field(default_factory=dict)
+    #: per-task ``[xs, ys]``: monotone map of the top probability after the temperature (``artattr.output.recalibrate``)
+    calibration: dict[str, list[list[float]]] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     artattr_version: str = __version__
 
@@ -60,14 +62,22 @@ class ModelConfig:
             raise CheckpointError(f"{source}: format_version {data['format_version']} is newer than this ArtAttr supports ({FORMAT_VERSION}); upgrade artattr.")
         if not isinstance(data["tasks"], dict) or not all(isinstance(v, list) and v for v in data["tasks"].values()):
             raise CheckpointError(f"{source}: 'tasks' must map each task to a non-empty list of label names.")
-        _check_thresholds(data.get("thresholds", {}), source)
+        _check_thresholds(data.get("thresholds", {}), data.get("calibration", {}), source)
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def _check_thresholds(thresholds, source: str) -> None:
-    """Thresholds are probabilities; anything else in a downloaded config.json is refused."""
+def _check_thresholds(thresholds, calibration, source: str) -> None:
+    """Thresholds and calibration curves are probabilities; anything else in a downloaded config.json is refused."""
     def prob(v) -> bool:
         return isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0
+
+    def curve(c) -> bool:
+        return (isinstance(c, list) and len(c) == 2 and all(isinstance(xs, list) and 2 <= len(xs) <= 10_000 for xs in c)
+                and len(c[0]) == len(c[1]) and all(prob(v) for xs in c for v in xs)
+                and all(a <= b for xs in c for a, b in zip(xs, xs[1:])))
+    if not isinstance(calibration, dict) or not all(isinstance(k, str) and curve(c) for k, c in calibration.items()):
+        raise CheckpointError(f"{source}: 'calibration' must map tasks to [xs, ys], two equally long increasing "
+                              "lists of probabilities.")
     uncertain = thresholds.get("uncertain", {}) if isinstance(thresholds, dict) else None
     if (not isinstance(thresholds, dict) or set(thresholds) - {"artwork", "unknown_artist", "uncertain"}
             or not all(prob(thresholds[k]) for k in ("artwork", "unknown_artist") if k in thresholds)

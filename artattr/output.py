@@ -32,6 +32,21 @@ def top_k(output: Output, labels: dict[str, list[str]], k: int = 5) -> dict[str,
     return result
 
 
+def recalibrate(probs: np.ndarray, curve: list[list[float]]) -> np.ndarray:
+    """Map each row's top probability through the monotone ``curve`` (``[xs, ys]``, fitted by isotonic
+    regression on held-out paintings) and rescale the others to sum to one. A temperature alone cannot
+    calibrate the artist head: it is over-confident at the top and under-confident below (the
+    heterogeneous "other" class). The top answer stays on top, so accuracy does not change."""
+    p = np.atleast_2d(probs)
+    rows, best = np.arange(len(p)), p.argmax(1)
+    top = p[rows, best]
+    second = np.partition(p, -2, axis=1)[:, -2] if p.shape[1] > 1 else np.zeros(len(p))
+    new_top = np.maximum(np.interp(top, *curve), second / np.maximum(1.0 - top + second, 1e-12))
+    out = p * ((1.0 - new_top) / np.maximum(1.0 - top, 1e-12))[:, None]
+    out[rows, best] = new_top
+    return out.astype(p.dtype).reshape(probs.shape)
+
+
 def unknown_score(output: Output, config: ModelConfig, task: str = "artist") -> float | None:
     """1 - the largest probability of a *known* class: high when the answer is the unknown label
     ("other") and also when the probability is spread over many known artists, which is how

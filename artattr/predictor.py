@@ -16,7 +16,7 @@ from .config import ModelConfig
 from .hub import resolve
 from .images import ImageInput, load_image
 from .models.heads import ARTWORK_KEY, EMBEDDING_KEYS
-from .output import Output, flags
+from .output import Output, flags, recalibrate
 from .output import top_k as _top_k
 
 #: Pictures with a shorter side than this (px) are refused: too little to judge, whatever the model says.
@@ -88,6 +88,8 @@ class Predictor:
         out = self.model(batch)
         probs = {t: torch.softmax(out[t].float() / self.config.temperature.get(t, 1.0), dim=-1).numpy()
                  for t in self.config.tasks}
+        probs = {t: recalibrate(p, self.config.calibration[t]) if t in self.config.calibration else p
+                 for t, p in probs.items()}
         emb = {k: out[k].float().numpy() for k in EMBEDDING_KEYS if k in out}
         artwork = torch.sigmoid(out[ARTWORK_KEY].float()).numpy() if ARTWORK_KEY in out else None
         return [
