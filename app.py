@@ -4,17 +4,21 @@ Run ``python app.py`` (or ``./run app``). Extra models for the picker come from 
 (comma-separated checkpoint folders or ``hf-hub:ORG/NAME[@REV]`` ids); the embedded default is
 always there, so a model that fails to download costs a warning, not the app.
 
-Uploads reach the handlers as the original file (``preprocess=False``): ``artattr.images.load_image``,
-not Gradio's PIL round-trip, decides what a valid picture is (size cap before decoding, EXIF, CMYK,
-16-bit, first GIF frame). One forward pass per upload is kept in ``gr.State`` so changing the heatmap
-class, the explorer view or the colouring never recomputes it. The models run in a second process
-(``artattr/worker.py``): this one serves the UI and never imports torch.
+Uploads reach the handlers as the original file (``preprocess=False``; only files Gradio received as
+uploads, see ``_source``): ``artattr.images.load_image``, not Gradio's PIL round-trip, decides what a
+valid picture is (size cap before decoding, EXIF, CMYK, 16-bit, first GIF frame). One forward pass
+per upload is kept in ``gr.State`` so changing the heatmap class, the explorer view or the colouring
+never recomputes it. The models run in a second process (``artattr/worker.py``): this one serves the
+UI and never imports torch.
 """
 
 from __future__ import annotations
 
+import csv
+import html
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,25 +33,63 @@ if __name__ == "__main__":
     models.start()
 
 import gradio as gr  # noqa: E402
+from gradio.utils import get_upload_folder  # noqa: E402
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
 
 import artattr  # noqa: E402
 from artattr import embed  # noqa: E402
-from artattr.embed import pretty  # noqa: E402
+from artattr.locate import DECODE_SIZE, rectify  # noqa: E402
 from artattr.overlay import overlay  # noqa: E402
 
 # A server has no screen. Naming the backend before matplotlib is first imported spares each
 # process a pyplot import (0.3 s) that Gradio's per-request backend switch would otherwise do.
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Uploads are decoded in gradio's worker threads. Pillow allocates pictures in 16 MB blocks, which
+# glibc serves from each thread's malloc arena and keeps there once freed: eight simultaneous 99 MP
+# uploads left 1.4 GB behind. Blocks above glibc's largest mmap threshold (32 MB) are mapped and
+# unmapped, so a decoded upload's memory goes back to the system (PILLOW_BLOCK_SIZE, at startup).
+Image.core.set_block_size(64 * 1024 * 1024)
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.jpg"))
+#: What the dataset says about each example (title, artist, date, style, genre), for its caption.
+EXAMPLE_INFO = {r["file"]: r for r in csv.DictReader((ROOT / "examples" / "examples.csv").open(encoding="utf-8"))}
 TASKS = ("artist", "style", "genre")
 #: Heatmaps are drawn on a copy this large; the model itself only ever sees ``input_size``.
 DISPLAY_SIZE = 448
+#: Heatmaps kept per upload (each ~0.8 MB): switching back to a recent class costs nothing.
+HEATMAPS_KEPT = 4
+#: Largest upload Gradio accepts; ``artattr.images`` then refuses more than 100 megapixels.
+MAX_FILE_SIZE = "50mb"
+#: The only folders uploads are read from: Gradio's upload cache (what browsers and API clients
+#: uploaded) and the bundled examples. An API caller can name any path; others are refused unread.
+UPLOAD_DIRS = [Path(get_upload_folder()).resolve(), ROOT / "examples"]
 N_SIMILAR = 8
-PLOT_HEIGHT = 520
+PLOT_HEIGHT = 680
+#: plotly draws a 3-D scene in proportion to the figure's height, whatever its width: on a narrow
+#: screen the explorer is made lower (height = this × the plot's width) so the sphere is not cut off.
+NARROW_PLOT_RATIO = 1.35
+#: The heatmap's colour scale (matplotlib's "inferno", which ``artattr.overlay`` draws with).
+HEAT_SCALE = ('<div class="heat-scale"><span>less</span><div class="heat-bar" style="background: linear-gradient('
+              'to right, #000004, #420a68, #932667, #dd513a, #fca50a, #fcffa4)"></div>'
+              '<span>more influence on the answer</span></div>')
+#: Layout fixes the default theme lacks: full captions under similar works, the colour scale, and a
+#: phone width where nothing overlaps.
+CSS = """
+#similar .thumbnail-item, #examples .thumbnail-item { aspect-ratio: auto !important; height: auto !important;
+  overflow: visible !important; display: flex !important; flex-direction: column; }
+#similar .thumbnail-item img, #examples .thumbnail-item img { aspect-ratio: 1; width: 100%; height: auto !important; }
+#similar .caption-label, #examples .caption-label { white-space: normal !important; overflow: visible !important;
+  text-overflow: clip !important; position: static !important; max-width: none !important; border: 0 !important;
+  background: none !important; font-size: 0.78rem; line-height: 1.25; }
+#similar .grid-wrap, #examples .grid-wrap { max-height: none !important; height: auto !important;
+  overflow: visible !important; }
+.heat-scale { display: flex; align-items: center; gap: 0.5rem; font-size: 0.85rem; }
+.heat-bar { flex: 1; height: 0.8rem; border-radius: 3px; }
+#explorer, #explorer .js-plotly-plot { width: 100% !important; }
+@media (max-width: 600px) { .gradio-container { padding: 0 6px !important; } }
+"""
 #: Methods that take seconds on 2 CPU cores: they run only when the user presses "Explain".
 SLOW_METHODS = ("occlusion",)
 #: Every method in ``artattr.explain.METHODS``, named for people (a test keeps the two in step).
@@ -76,13 +118,18 @@ class Upload:
     """Everything one upload costs once; heatmaps are memoised per (method, task, class)."""
 
     model_id: str
-    image: Image.Image  # display copy, at most DISPLAY_SIZE px
+    image: Image.Image  # display copy of what the model saw (the detected painting), at most DISPLAY_SIZE px
     output: artattr.Output
-    heatmaps: dict[tuple[str, str, int], np.ndarray] = field(default_factory=dict)
+    upload: Image.Image | None = None  # display copy of the whole upload, where the outline is drawn
+    #: the last ``HEATMAPS_KEPT`` heatmaps, least recently used first
+    heatmaps: OrderedDict[tuple[str, str, int], np.ndarray] = field(default_factory=OrderedDict)
 
 
 _models: dict[str, Model] = {}
 _models_lock = threading.Lock()
+#: One upload is decoded at a time: a 100 MP picture needs 300 MB for a moment, and this process
+#: holds at most one such copy however many arrive together (two cores decode no faster in parallel).
+_decoding = threading.Lock()
 #: The ids the picker offers (set by ``build_app``): API callers cannot make the server load other paths or repos.
 _offered: list[str] = ["default"]
 
@@ -121,10 +168,18 @@ def model_choices(model_ids: list[str] | None = None) -> list[str]:
 
 
 def _source(upload: dict | str | None) -> str | None:
-    """The uploaded file's path: a FileData dict from the browser/gradio_client, or a plain path."""
-    if isinstance(upload, dict):
-        return upload.get("path")
-    return upload
+    """The uploaded file's path (a FileData dict from the browser/gradio_client, or a plain path), if
+    Gradio received it as an upload or it is a bundled example. ``preprocess=False`` hands us what the
+    caller sent, so anything else is refused before it is touched, with one message whether or not
+    such a file exists."""
+    path = upload.get("path") if isinstance(upload, dict) else upload
+    if path is None:
+        return None
+    real = Path(os.path.realpath(str(path)))
+    if not any(real.is_relative_to(folder) for folder in UPLOAD_DIRS):
+        raise gr.Error("Only images uploaded to this app can be analysed: upload the file itself.",
+                       title="Unusable image", print_exception=False)
+    return str(real)
 
 
 def _labels(model: Model, upload: Upload | None) -> list[dict | str | None]:
@@ -145,7 +200,7 @@ def _labels(model: Model, upload: Upload | None) -> list[dict | str | None]:
         elif t in flags["uncertain"]:
             shown.append("Not sure")
         else:
-            shown.append({pretty(t, label): p for label, p in top[t]})
+            shown.append({model.config.name(t, label): p for label, p in top[t]})
     return shown
 
 
@@ -160,7 +215,7 @@ def _note(config: artattr.ModelConfig, output: artattr.Output) -> str:
         if task not in output.probs:
             continue
         p = output.probs[task]
-        guesses = ", ".join(f"{pretty(task, config.tasks[task][i])} {p[i]:.0%}" for i in p.argsort()[::-1][:3])
+        guesses = ", ".join(f"{config.name(task, config.tasks[task][i])} {p[i]:.0%}" for i in p.argsort()[::-1][:3])
         if task == "artist" and flags["unknown_artist"]:
             known = len(config.tasks[task]) - 1
             lines.append(f"**{task}**: probably none of the {known} artists this model knows (closest: {guesses}).")
@@ -182,9 +237,9 @@ def _class_choices(model: Model, upload: Upload | None, task: str) -> dict:
     """Dropdown update: the task's classes, most probable first, the top prediction selected."""
     labels = model.labels.get(task, [])
     if upload is None or task not in upload.output.probs:
-        return gr.update(choices=[(pretty(task, label), label) for label in labels], value=None)
+        return gr.update(choices=[(model.config.name(task, label), label) for label in labels], value=None)
     order = upload.output.probs[task].argsort()[::-1]
-    choices = [(pretty(task, labels[i]), labels[i]) for i in order]
+    choices = [(model.config.name(task, labels[i]), labels[i]) for i in order]
     return gr.update(choices=choices, value=choices[0][1])
 
 
@@ -208,25 +263,42 @@ def pick_model(model_id: str, progress=gr.Progress()) -> str:
     return use_model(model_id, progress)[0]
 
 
-def predict(upload: dict | str | None, model_id: str, task: str, progress=gr.Progress()):
-    """Upload -> (state, artist, style, genre, note, heatmap classes). Bad input -> gr.Error."""
+def predict(upload: dict | str | None, model_id: str, task: str, area: str = "painting", progress=gr.Progress()):
+    """Upload -> (state, artist, style, genre, note, heatmap classes). Bad input -> gr.Error.
+    ``area`` "painting" finds the painting in a photo of it (``artattr.locate``), "whole" uses every pixel."""
     model_id, model, fallback = use_model(model_id, progress)
     source = _source(upload)
     if source is None:
         return None, *_labels(model, None), fallback, _class_choices(model, None, task)
-    try:  # decoded here, at the model's input size (as ``Predictor.load`` does): only pixels travel
-        image = artattr.load_image(source, draft_size=model.config.input_size)
-        output = _call("run", model.dir, image)  # refuses pictures too small to judge
+    locate = area != "whole"
+    try:  # decoded once here, as ``Predictor.find`` does (larger when locating): only pixels travel
+        with _decoding:
+            image = artattr.load_image(source, draft_size=max(DECODE_SIZE, model.config.input_size) if locate
+                                       else model.config.input_size)
+            whole = _display_copy(source, image)
+        output = _call("run", model.dir, image, locate)  # also refuses pictures too small to judge
     except ValueError as err:
         raise gr.Error(str(err), title="Unusable image", print_exception=False) from None
-    state = Upload(model_id, _display_copy(source, image), output)
+    painting = whole if output.crop is None else rectify(image, output.crop, max_side=DISPLAY_SIZE)
+    state = Upload(model_id, painting, output, whole)
     note = "\n\n".join(filter(None, [fallback, _note(model.config, state.output)]))
     return state, *_labels(model, state), note, _class_choices(model, state, task)
 
 
+def outline(state: Upload | None) -> Image.Image | None:
+    """The whole upload with the outline of the painting the model looked at (none: it used it all)."""
+    if state is None or state.upload is None:
+        return None
+    shown = _at_least_display_size(state.upload.copy())
+    if state.output.crop is not None:
+        corners = [tuple(p) for p in np.asarray(state.output.crop) * shown.size]
+        ImageDraw.Draw(shown).polygon(corners, outline=(255, 40, 40), width=max(2, round(max(shown.size) / 150)))
+    return shown
+
+
 def _display_copy(source: str, image: Image.Image) -> Image.Image:
-    """The picture heatmaps are drawn on. The model's copy of a JPEG is decoded at the model's input
-    size, too coarse to look at: then the upload is decoded again at display size."""
+    """The picture heatmaps are drawn on. The model's copy is decoded and reduced for the model's input
+    size, too coarse to look at: then the upload is decoded again, reduced for display size."""
     image = artattr.load_image(source, draft_size=DISPLAY_SIZE) if max(image.size) < DISPLAY_SIZE else image.copy()
     image.thumbnail((DISPLAY_SIZE, DISPLAY_SIZE), Image.BILINEAR)
     return image
@@ -238,7 +310,7 @@ def _at_least_display_size(image: Image.Image) -> Image.Image:
     scale = DISPLAY_SIZE / max(image.size)
     if scale <= 1:
         return image
-    return image.resize((round(image.width * scale), round(image.height * scale)), Image.BICUBIC)
+    return image.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS)  # sharpest resampling
 
 
 def classes(state: Upload | None, model_id: str, task: str) -> dict:
@@ -261,16 +333,19 @@ def _heatmap(state: Upload | None, method: str, task: str, label: str | None, op
     key = (method, task, target)
     if key not in state.heatmaps:
         if method in SLOW_METHODS and not compute_slow:
-            return None, f"{name} takes a few seconds: press **Explain** to run it."
+            return None, f"{name} runs when you press **Explain** (about a second)."
         try:
             state.heatmaps[key] = _call("explain", model.dir, state.image, method, task, target,
                                         progress=lambda fraction, desc: progress(fraction, desc=desc))
         except ValueError as err:  # e.g. an unknown method from an API caller
             raise gr.Error(str(err), print_exception=False) from None
+        while len(state.heatmaps) > HEATMAPS_KEPT:
+            state.heatmaps.popitem(last=False)
+    state.heatmaps.move_to_end(key)
     prob = float(state.output.probs[task][target])
     return (_at_least_display_size(overlay(state.image, state.heatmaps[key], opacity)),
-            f"{name} for {task} = **{pretty(task, labels[target])}** ({prob:.0%}): brighter regions raised this answer more."
-            + METHOD_CAVEATS.get(method, ""))
+            f"{name} for {task} = **{model.config.name(task, labels[target])}** ({prob:.0%}): brighter regions raised "
+            "this answer more." + METHOD_CAVEATS.get(method, ""))
 
 
 def explain_heatmap(state: Upload | None, method: str, task: str, label: str | None, opacity: float,
@@ -285,27 +360,115 @@ def refresh_heatmap(state: Upload | None, method: str, task: str, label: str | N
     return _heatmap(state, method, task, label, opacity, False, progress)
 
 
-def explore(state: Upload | None, model_id: str, view: str, color_by: str):
-    """3-D map of the model's gallery with the upload highlighted."""
+#: One sentence per explorer view: what the points are and what closeness means.
+VIEW_NOTES = {
+    "sphere": "Each point is a painting from the model's gallery, placed on a sphere by a 3-D output the model was "
+              "trained (with ArcFace) to use for sorting movements: paintings close together look alike to it.",
+    "umap": "Each point is a painting from the model's gallery; UMAP flattens the model's 128-number description "
+            "of each painting into 3-D, keeping neighbours together: nearby points look alike to the model, "
+            "distances between far-apart clusters mean little.",
+}
+
+
+def explore(state: Upload | None, model_id: str, view: str, color_by: str, screen_width: float | None = None):
+    """3-D map of the model's gallery with the upload highlighted. ``screen_width`` is the browser
+    window's width in CSS pixels (phones get a lower figure)."""
     model = get_model(state.model_id if state else model_id or "default")
     if model.gallery is None:
         return None, "No gallery in this model: the explorer and similar works need a checkpoint exported with `python -m train gallery`."
     upload = model.gallery.place(state.output) if state else None
+    focus = []  # the predicted class and the neighbours' classes always get a colour
+    if state is not None:
+        if color_by in state.output.probs:
+            focus.append(model.labels[color_by][int(state.output.probs[color_by].argmax())])
+        if state.output.embedding is not None and color_by in model.gallery.labels:
+            focus += [model.gallery.label(color_by, i) for i in model.gallery.search(state.output.embedding, N_SIMILAR)[0]]
     try:
-        fig = embed.figure(model.gallery, view=view, color_by=color_by, upload=upload, height=PLOT_HEIGHT)
+        fig = embed.figure(model.gallery, view=view, color_by=color_by, upload=upload, height=_plot_height(screen_width),
+                           focus=focus)
     except ValueError as err:  # a gallery built without this view or label
         return None, str(err)
-    return fig, "The black diamond is your painting." if state else "Upload a painting to see where it lands."
+    where = "The black diamond is your painting." if state else "Upload a painting to see where it lands."
+    return fig, f"{VIEW_NOTES.get(view, '')} {where} Drag to turn, scroll or pinch to zoom."
+
+
+def _plot_height(screen_width: float | None) -> int:
+    """The explorer's height: full on wide screens; on a phone (one column, ~64 px of margins) in
+    proportion to the plot's width, so the sphere fills it without being cut off."""
+    if not isinstance(screen_width, (int, float)) or not 200 <= screen_width < 700:
+        return PLOT_HEIGHT
+    return min(PLOT_HEIGHT, round((screen_width - 64) * NARROW_PLOT_RATIO))
 
 
 def similar(state: Upload | None, model_id: str):
-    """The gallery paintings nearest to the upload, with labels and cosine similarity."""
+    """The gallery paintings nearest to the upload: thumbnail and caption (title, date, artist, movement,
+    similarity). Thumbnails are stored at 64 px; they are enlarged here with Lanczos so the larger
+    view stays sharp instead of being stretched by the browser."""
     model = get_model(state.model_id if state else model_id or "default")
     if state is None or model.gallery is None or state.output.embedding is None:
         return []
-    return [(item.thumbnail, f"{item.title}: {pretty('artist', item.artist)}, {pretty('style', item.style)}"
-             f"{', ' + pretty('genre', item.genre) if item.genre else ''} (similarity {item.similarity:.2f})")
-            for item in embed.nearest(model.gallery, state.output.embedding, N_SIMILAR)]
+    g = model.gallery
+    return [(item.thumbnail.resize((4 * item.thumbnail.width, 4 * item.thumbnail.height), Image.LANCZOS),
+             f"{item.title}{', ' + item.date if item.date else ''} — {g.name('artist', item.artist)}; "
+             f"{g.name('style', item.style)} · similarity {item.similarity:.2f}")
+            for item in embed.nearest(g, state.output.embedding, N_SIMILAR)]
+
+
+#: Panel titles; ``TASK_NOUNS`` are the words for running text.
+TASK_TITLES = {"artist": "Artist", "style": "Movement (style)", "genre": "Genre"}
+#: What each task is called in running text.
+TASK_NOUNS = {"style": "movements", "artist": "artists", "genre": "genres"}
+HOW_TO_READ = (
+    "**How to read this.** Each box lists the model's five likeliest answers. The percentages are calibrated: of "
+    "the answers it gives with 80 %, about 8 in 10 are right. Where it is not sure, the box says **Not sure** (the "
+    "answers it does give were right about 9 in 10 times for movement and genre, 8 in 10 for artist, on paintings it "
+    "never trained on); it also says when a picture does not look like a painting or the artist is probably none it "
+    "knows. **Why?** shows which parts of the picture drove an answer; **3D explorer** and **Similar works** show "
+    "the known paintings the model finds closest. Check them before you trust a name.")
+
+
+def about(model_dir: Path = DEFAULT_DIR) -> str:
+    """The "About this model" panel: what the model knows, how well it did on held-back paintings
+    (the checkpoint's metrics) and its limits (the model card's own section)."""
+    config = artattr.read_config(model_dir)
+    m = config.metrics
+    known = [f"**{len(labels) - (t in config.unknown_label)} {TASK_NOUNS.get(t, t)}**" for t, labels in config.tasks.items()]
+    lines = [f"This model knows {', '.join(known[:-1])} and {known[-1]}." if len(known) > 1 else f"This model knows {known[0]}."]
+    if (other := config.unknown_label.get("artist")) is not None:
+        lines[0] += f" A painter outside its list should get “{config.name('artist', other)}”."
+    if "style" in config.tasks:
+        lines.append("Movements: " + ", ".join(config.name("style", s) for s in config.tasks["style"]) + ".")
+    rows = [(t, m[t]) for t in (*TASKS, "artist_known") if isinstance(m.get(t), dict) and "top1" in m[t]]
+    if rows:
+        lines += ["", "On paintings held back from training, it was right this often:", "",
+                  "| task | first answer right | right answer in its top 5 | paintings |", "|---|---:|---:|---:|"]
+        lines += [f"| {'Artist (known artists only)' if t == 'artist_known' else TASK_TITLES.get(t, t)} | {r['top1']:.0%} | "
+                  f"{r['top5']:.0%} | {r.get('n', '')} |" for t, r in rows]
+    limits = _card_section(Path(model_dir) / artattr.config.CARD_FILE, "Intended use and limitations")
+    if limits:
+        lines += ["", "**Limits** (from the model card): " + limits]
+    return "\n".join(lines)
+
+
+def _card_section(card: Path, heading: str) -> str:
+    """The text of one ``## heading`` section of a model card, joined into one paragraph."""
+    text = card.read_text(encoding="utf-8") if card.is_file() else ""
+    part = text.split(f"## {heading}", 1)[1].split("\n## ", 1)[0] if f"## {heading}" in text else ""
+    return " ".join(part.split())
+
+
+def pick_example(evt: gr.SelectData) -> str:
+    """The example clicked in the examples gallery, as the upload."""
+    return str(EXAMPLES[evt.index])
+
+
+def _example_caption(path: Path, config: artattr.ModelConfig) -> str:
+    info = EXAMPLE_INFO.get(path.name)
+    if info is None:
+        return path.stem
+    said = ", ".join(config.name(t, info[t]) for t in ("style", "genre") if info.get(t))
+    return (f"{info['title']}{', ' + info['date'] if info['date'] else ''} — {config.name('artist', info['artist'])}. "
+            f"WikiArt says: {said}.")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -315,22 +478,34 @@ def build_app(model_ids: list[str] | None = None) -> gr.Blocks:
     """The Blocks app; ``model_ids`` (default: ``ARTATTR_MODEL``) are offered next to the embedded model."""
     models.start()  # loads the default model while the UI is built (if app.py did not start it already)
     _offered[:] = model_choices(model_ids)
-    tasks = [t for t in TASKS if t in artattr.read_config(DEFAULT_DIR).tasks]
+    default_config = artattr.read_config(DEFAULT_DIR)
+    tasks = [t for t in TASKS if t in default_config.tasks]
     with gr.Blocks(title="ArtAttr", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         state = gr.State(None, time_to_live=3600)
         gr.Markdown("# ArtAttr\nWho painted it, in which movement, what genre, and why the model thinks so. "
-                    "Upload, drop, paste or photograph a painting.")
+                    "Upload, drop, paste or photograph a painting, or pick an example.")
         with gr.Row():
-            with gr.Column(scale=2):
+            with gr.Column(scale=2, min_width=300):
                 image = gr.Image(type="filepath", image_mode=None, sources=["upload", "webcam", "clipboard"],
                                  label="Painting", height=360, elem_id="upload")
-                gr.Examples([[str(p)] for p in EXAMPLES], inputs=image, label="Examples", cache_examples=False,
-                            examples_per_page=len(EXAMPLES) or 1)
+                examples = gr.Gallery([(str(p), _example_caption(p, default_config)) for p in EXAMPLES],
+                                      label="Examples (click one)", columns=3, height="auto", allow_preview=False,
+                                      object_fit="contain", elem_id="examples")
                 model_dd = gr.Dropdown(list(_offered), value="default", label="Model", elem_id="model")
-            with gr.Column(scale=3):
+                area = gr.Radio([("Detected painting", "painting"), ("Whole image", "whole")], value="painting",
+                                label="Analyse", elem_id="area")
+                detected = gr.Image(label="What the model looks at", type="pil", format="jpeg", interactive=False,
+                                    height=200, elem_id="detected")
+            with gr.Column(scale=3, min_width=300):
                 with gr.Row():
-                    labels = [gr.Label(num_top_classes=5, label=task, elem_id=f"label-{task}") for task in TASKS]
+                    labels = [gr.Label(num_top_classes=5, label=TASK_TITLES.get(task, task), elem_id=f"label-{task}",
+                                       min_width=200) for task in TASKS]
                 note = gr.Markdown(label="note", elem_id="note")
+                gr.Markdown(HOW_TO_READ, elem_id="how-to-read")
+                with gr.Accordion("About this model", open=False, elem_id="about"):
+                    about_md = gr.Markdown(about(DEFAULT_DIR))
+                gallery = gr.Gallery(label="Similar works in the model's gallery (click for a larger view)",
+                                     columns=4, height="auto", object_fit="contain", elem_id="similar")
         with gr.Tab("Why? (heatmap)"):
             with gr.Row():
                 with gr.Column(scale=2):
@@ -343,31 +518,34 @@ def build_app(model_ids: list[str] | None = None) -> gr.Blocks:
                 with gr.Column(scale=3):
                     heatmap = gr.Image(label="Heatmap", type="pil", format="jpeg", interactive=False,
                                        height=DISPLAY_SIZE, elem_id="heatmap")
+                    gr.HTML(HEAT_SCALE)
                     heatmap_note = gr.Markdown(label="heatmap note")
-        with gr.Tab("3D explorer"):
-            with gr.Row():
+        with gr.Tab("3D explorer"), gr.Row():  # side by side on wide screens: the sphere fills a squarer panel
+            with gr.Column(scale=1, min_width=260):
                 view = gr.Radio([("ArcFace sphere", "sphere"), ("UMAP", "umap")], value="sphere", label="View")
-                color_by = gr.Radio(["style", "artist", "genre"], value="style", label="Colour by")
-            plot = gr.Plot(label="Embedding map", show_label=False, elem_id="explorer")
-            plot_note = gr.Markdown(label="explorer note")
-        with gr.Tab("Similar works"):
-            gallery = gr.Gallery(label="Most similar paintings", columns=8, height=320, elem_id="similar")
+                color_by = gr.Radio([(TASK_TITLES[t], t) for t in ("style", "artist", "genre")], value="style",
+                                    label="Colour by")
+                plot_note = gr.Markdown(label="explorer note")
+            with gr.Column(scale=3, min_width=300):
+                plot = gr.Plot(label="Embedding map", show_label=False, elem_id="explorer")
 
         heat_in = [state, method, task, label_dd, opacity]
         heat_out = [heatmap, heatmap_note]
-        explore_in = [state, model_dd, view, color_by]
+        screen_width = gr.Number(None, visible=False)  # set from the browser on load, for the explorer's height
+        explore_in = [state, model_dd, view, color_by, screen_width]
 
         def analyse(trigger, api_name: str | None):
             """Upload or model change: clear the old answers, settle the model, predict, then fill the
             panels in parallel. A bad upload stops after the clearing, so nothing stale stays on screen."""
-            cleared = [state, *labels, note, heatmap, heatmap_note, plot, gallery]
-            event = trigger(lambda: [None] * (len(cleared) - 1) + [[]], None, cleared, queue=False,
+            cleared = [state, *labels, note, heatmap, heatmap_note, plot, gallery, detected]
+            event = trigger(lambda: [None] * (len(cleared) - 2) + [[], None], None, cleared, queue=False,
                             api_visibility="private", show_progress="hidden")
             event = event.then(pick_model, model_dd, model_dd, api_visibility="private")
-            event = event.then(predict, [image, model_dd, task], [state, *labels, note, label_dd],
+            event = event.then(predict, [image, model_dd, task, area], [state, *labels, note, label_dd],
                                preprocess=False, api_name=api_name,
                                api_visibility="public" if api_name else "private")
             event.success(refresh_heatmap, heat_in, heat_out, api_visibility="private")
+            event.success(outline, state, detected, api_visibility="private", show_progress="hidden")
             event.success(explore, explore_in, [plot, plot_note], api_visibility="private", show_progress="hidden")
             event.success(similar, [state, model_dd], gallery, api_name="similar" if api_name else None,
                           api_visibility="public" if api_name else "private")
@@ -380,10 +558,14 @@ def build_app(model_ids: list[str] | None = None) -> gr.Blocks:
         task.input(classes, [state, model_dd, task], label_dd, api_name="classes").then(
             refresh_heatmap, heat_in, heat_out, api_visibility="private")
         analyse(model_dd.input, None)
+        analyse(area.input, None)
         for control in (method.input, label_dd.input, opacity.release):
             control(refresh_heatmap, heat_in, heat_out, api_visibility="private", trigger_mode="always_last")
         color_by.input(explore, explore_in, [plot, plot_note], api_visibility="private")
-        demo.load(explore, explore_in, [plot, plot_note], api_visibility="private")
+        examples.select(pick_example, None, image, api_visibility="private", queue=False)
+        model_dd.change(lambda m: about(get_model(m).dir), model_dd, about_md, api_visibility="private", queue=False)
+        demo.load(None, None, screen_width, js="() => window.innerWidth", api_visibility="private", queue=False).then(
+            explore, explore_in, [plot, plot_note], api_visibility="private")
     # Two CPU cores: two events at a time keeps both busy; more would only thrash the BLAS threads.
     demo.queue(default_concurrency_limit=2, max_size=64)
     return demo
@@ -393,6 +575,7 @@ if __name__ == "__main__":
     build_app().launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-        max_file_size="50mb",
+        max_file_size=MAX_FILE_SIZE,
+        css=CSS,
         ssr_mode=False,
     )

@@ -20,11 +20,16 @@ from .output import Output, flags, top_k  # noqa: E402
 _TORCH_NAMES = {"Predictor": "predictor", "load": "predictor", "load_checkpoint": "checkpoint",
                 "save_checkpoint": "checkpoint", "create_model": "registry", "list_models": "registry",
                 "register_model": "registry"}
+#: submodules reachable as ``artattr.hub.resolve(...)`` after a plain ``import artattr``, imported on first use
+_SUBMODULES = {"checkpoint", "config", "embed", "explain", "hub", "images", "models", "output", "overlay", "predictor",
+               "registry", "worker"}
 
 
 def __getattr__(name: str):
     if name in _TORCH_NAMES:
         return getattr(importlib.import_module(f".{_TORCH_NAMES[name]}", __name__), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -7,21 +7,37 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from .config import CONFIG_FILE, CheckpointError
 
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "default"
+#: The embedded model: in a checkout (or an editable install) checkpoints/default; a wheel built by
+#: ``pip install .`` carries the same folder as the package data ``artattr/default_checkpoint``.
+_CHECKOUT_DEFAULT = Path(__file__).resolve().parent.parent / "checkpoints" / "default"
+DEFAULT_DIR = _CHECKOUT_DEFAULT if _CHECKOUT_DEFAULT.is_dir() else Path(__file__).resolve().parent / "default_checkpoint"
 HF_PREFIX = "hf-hub:"
+#: A branch, tag, commit or ``refs/pr/N``: git ref characters only, slash-separated parts that do not
+#: start with a dot, no ``..``, bounded. The revision becomes a path in the local Hub cache.
+REVISION = re.compile(r"(?!.*\.\.)(?!.*\.lock$)[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*")
+MAX_REVISION = 128
 
 
 def parse_hub_id(model_id: str) -> tuple[str, str | None]:
-    """``hf-hub:org/name@rev`` -> ("org/name", "rev"); raises on anything that is no repo id."""
+    """``hf-hub:org/name@rev`` -> ("org/name", "rev"); raises on anything that is no repo id or revision."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    usage = "expected 'hf-hub:ORG/NAME' or 'hf-hub:ORG/NAME@REVISION'"
     repo = model_id[len(HF_PREFIX):] if model_id.startswith(HF_PREFIX) else model_id
     repo, _, revision = repo.partition("@")
-    parts = repo.split("/")
-    if len(parts) != 2 or not all(parts) or any(c.isspace() for c in repo):
-        raise ValueError(f"{model_id!r} is not a Hub model id; expected 'hf-hub:ORG/NAME' or 'hf-hub:ORG/NAME@REVISION'.")
+    try:
+        validate_repo_id(repo)
+    except HFValidationError:
+        raise ValueError(f"{model_id[:200]!r} is not a Hub model id; {usage}.") from None
+    if repo.count("/") != 1:
+        raise ValueError(f"{model_id[:200]!r} is not a Hub model id; {usage}.")
+    if revision and (len(revision) > MAX_REVISION or not REVISION.fullmatch(revision)):
+        raise ValueError(f"{model_id[:200]!r}: the revision must be a branch, tag or commit name; {usage}.")
     return repo, (revision or None)
 
 

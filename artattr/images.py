@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
 from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 ImageInput = Union[str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray]
 
@@ -24,6 +23,15 @@ ImageInput = Union[str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray]
 MAX_PIXELS = 100_000_000
 #: Reject absurd aspect ratios (a 1×100000 strip is no painting and breaks the heatmaps).
 MAX_ASPECT = 20.0
+#: The only decoders an upload can reach: photo formats. Pillow's other plugins (EPS via Ghostscript,
+#: PSD, FITS, ...) are attack surface a painting photo never needs.
+FORMATS = ("JPEG", "PNG", "WEBP", "AVIF", "TIFF", "GIF", "BMP")
+#: Modes ``Image.reduce`` cannot average (palette indices, bits, 16-bit) and what they become first.
+_REDUCE_AS = {"1": "L", "P": "RGBA", "PA": "RGBA", "I;16": "I", "I;16B": "I", "I;16L": "I", "I;16N": "I"}
+#: EXIF orientation -> the transpose that makes the picture upright (as ``ImageOps.exif_transpose``).
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
 
 
 def _flatten_alpha(img: Image.Image) -> Image.Image:
@@ -78,6 +86,8 @@ def _open(source: ImageInput) -> Image.Image:
     if isinstance(source, (bytes, bytearray)):
         data = bytes(source)
         name = "the uploaded data"
+    elif not isinstance(source, (str, os.PathLike)):
+        raise ValueError(f"Expected an image file path, bytes, a PIL image or an array, got {type(source).__name__}.")
     else:
         path = Path(source)
         name = f"'{path.name}'"
@@ -87,9 +97,9 @@ def _open(source: ImageInput) -> Image.Image:
     if not data:
         raise ValueError(f"{name} is empty (0 bytes): please upload an image file.")
     try:
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError:
-        raise ValueError(f"{name} is not an image Pillow can read (JPEG, PNG, WebP, TIFF, GIF, BMP…).") from None
+        raise ValueError(f"{name} is not an image file ArtAttr can open ({', '.join(FORMATS)}).") from None
     except Image.DecompressionBombError as err:
         raise ValueError(f"{name} is too large to process safely: {err}") from None
     except (OSError, SyntaxError):  # a header cut short: "Truncated File Read" from the format plugin
@@ -97,14 +107,8 @@ def _open(source: ImageInput) -> Image.Image:
     return img
 
 
-def load_image(source: ImageInput, max_pixels: int = MAX_PIXELS, draft_size: int | None = None) -> Image.Image:
-    """Decode ``source`` into an upright RGB image.
-
-    ``draft_size`` lets JPEG decoding skip detail the model never sees (libjpeg DCT
-    scaling): a 4000 px photo decodes ~8× faster when the model wants 160 px.
-    Raises ``ValueError`` with a message fit for an end user on anything unusable.
-    """
-    img = _open(source)
+def _check_size(img: Image.Image, max_pixels: int) -> None:
+    """Our own limit, compared per call: Pillow's bomb check reads a process-wide setting."""
     w, h = img.size
     if w < 1 or h < 1:
         raise ValueError("The image has no pixels.")
@@ -115,17 +119,47 @@ def load_image(source: ImageInput, max_pixels: int = MAX_PIXELS, draft_size: int
         )
     if max(w, h) / min(w, h) > MAX_ASPECT:
         raise ValueError(f"The image is {w}×{h}: an aspect ratio above {MAX_ASPECT:.0f}:1 is not a painting photo.")
+
+
+def _reduce(img: Image.Image, size: int) -> Image.Image:
+    """Shrink by the largest whole factor that keeps the short side at least ``size`` (box averaging),
+    right after decoding: a 100 MP upload then costs one full-size copy for a moment, not one per step."""
+    factor = min(img.size) // size
+    if factor < 2:
+        return img
+    if img.mode in _REDUCE_AS:
+        img = img.convert(_REDUCE_AS[img.mode])
+    return img.reduce(factor)
+
+
+def load_image(source: ImageInput, max_pixels: int = MAX_PIXELS, draft_size: int | None = None) -> Image.Image:
+    """Decode ``source`` into an upright RGB image.
+
+    ``draft_size`` says the caller needs only that many pixels on the short side: JPEGs skip the
+    detail while decoding (libjpeg DCT scaling: a 4000 px photo decodes ~8× faster when the model
+    wants 160 px) and every image is reduced right after decoding, before any other copy is made.
+    Safe to call from many threads at once: it touches no process-wide state (warning filters,
+    ``Image.MAX_IMAGE_PIXELS``). Raises ``ValueError`` with a message fit for an end user on anything unusable.
+    """
+    img = _open(source)
+    _check_size(img, max_pixels)
     if getattr(img, "n_frames", 1) > 1:
         img.seek(0)  # animated GIF/WebP/APNG: the first frame stands for the work
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            if draft_size and img.format == "JPEG" and img.mode in ("RGB", "L"):
-                img.draft(img.mode, (draft_size, draft_size))
-            img.load()
-        img = ImageOps.exif_transpose(img)
-        return _to_rgb(img)
-    except (OSError, SyntaxError, Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
+        orientation = img.getexif().get(ExifTags.Base.Orientation)
+        if draft_size and img.format == "JPEG" and img.mode in ("RGB", "L"):
+            img.draft(img.mode, (draft_size, draft_size))
+        img.load()
+        _check_size(img, max_pixels)  # a GIF frame or TIFF page may be larger than the header said
+        if draft_size:
+            img = _reduce(img, draft_size)
+        img = _to_rgb(img)
+        if orientation in _UPRIGHT:
+            img = img.transpose(_UPRIGHT[orientation])
+            img.info = {}  # upright now: its EXIF/XMP orientation must not turn it again when reloaded
+            return img
+        return img.copy() if img is source else img  # callers may draw on what they get
+    except (OSError, SyntaxError, Image.DecompressionBombError) as err:
         reason = str(err) or type(err).__name__
         if "truncated" in reason or "broken" in reason.lower() or "premature" in reason.lower():
             raise ValueError("The image file is truncated or corrupt (it may not have finished uploading).") from None

@@ -20,6 +20,9 @@ class Output:
     probs: dict[str, np.ndarray]        # task -> calibrated probabilities over that task's labels
     embedding: np.ndarray | None        # unit-norm retrieval embedding
     sphere: np.ndarray | None           # unit-norm 3-D ArcFace coordinates
+    #: where the painting was found in the upload (artattr.locate): corners TL, TR, BR, BL as (4, 2)
+    #: fractions of its width and height; None when the whole image was used
+    crop: np.ndarray | None = None
     artwork_score: float | None = None  # P(painting) from the artwork head; None when the model has none
 
 

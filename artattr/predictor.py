@@ -15,6 +15,7 @@ from .checkpoint import load_checkpoint
 from .config import ModelConfig
 from .hub import resolve
 from .images import ImageInput, load_image
+from .locate import DECODE_SIZE, locate_painting
 from .models.heads import ARTWORK_KEY, EMBEDDING_KEYS
 from .output import Output, flags, recalibrate
 from .output import top_k as _top_k
@@ -32,13 +33,15 @@ class Answers(dict):
 class Predictor:
     """A loaded checkpoint ready for inference; cheap to call, safe to share across threads."""
 
-    def __init__(self, model: nn.Module, config: ModelConfig, model_dir: str | os.PathLike | None = None):
+    def __init__(self, model: nn.Module, config: ModelConfig, model_dir: str | os.PathLike | None = None,
+                 locate: bool = True):
         # channels_last: depthwise and 1x1 convolutions run 1.2-2x faster on CPU (forward, Grad-CAM,
         # occlusion batches alike); a no-op for models without 4-D weights
         self.model = model.eval().to(memory_format=torch.channels_last)
         self.config = config
         self.model_dir = Path(model_dir) if model_dir else None
         self.labels = config.tasks
+        self.locate = locate  # find the painting in photos of it (artattr.locate) unless run(..., locate=False)
         self._mean = torch.tensor(config.mean).view(3, 1, 1)
         self._std = torch.tensor(config.std).view(3, 1, 1)
 
@@ -63,6 +66,15 @@ class Predictor:
         256×192 for 160 px), so decoding costs a fifth of a forward pass instead of two fifths.
         Callers that also show the picture decode their own, larger copy."""
         return load_image(image, draft_size=self.config.input_size)
+
+    def find(self, image: ImageInput, locate: bool | None = None) -> tuple[Image.Image, np.ndarray | None]:
+        """Decode an upload and cut out the painting (:func:`artattr.locate.locate_painting`):
+        ``(picture, corners)``, corners ``None`` when the whole image is used. Locating needs a larger
+        decode than the model's input (a frame is a few pixels wide at 160 px): JPEGs then decode at
+        ``DECODE_SIZE``, once."""
+        if not (self.locate if locate is None else locate):
+            return self.load(image), None
+        return locate_painting(load_image(image, draft_size=max(DECODE_SIZE, self.config.input_size)))
 
     def pixels(self, image: ImageInput) -> torch.Tensor:
         """uint8 ``(S, S, 3)``: the model's view of one image before normalising; a quarter of the
@@ -100,8 +112,10 @@ class Predictor:
             for i in range(batch.shape[0])
         ]
 
-    def run(self, image: ImageInput) -> Output:
-        return self.forward_batch(self.to_tensor(image)[None])[0]
+    def run(self, image: ImageInput, locate: bool | None = None) -> Output:
+        """One upload's answers; ``Output.crop`` says where the painting was found (``locate``: default
+        ``self.locate``)."""
+        return self.run_batch([image], locate=locate)[0]
 
     def top_k(self, output: Output, top_k: int = 5) -> Answers:
         answers = Answers(_top_k(output, self.labels, top_k))
@@ -112,19 +126,21 @@ class Predictor:
         """``not_artwork``, ``artwork_score``, ``unknown_artist`` (+ score) and ``uncertain`` tasks."""
         return flags(output, self.config)
 
-    def predict(self, image: ImageInput, top_k: int = 5) -> Answers:
+    def predict(self, image: ImageInput, top_k: int = 5, locate: bool | None = None) -> Answers:
         """``{task: [(label, probability), ...]}``, most likely first; ``.flags`` says what to trust."""
-        return self.top_k(self.run(image), top_k)
+        return self.top_k(self.run(image, locate), top_k)
 
     def predict_batch(self, images: Sequence[ImageInput], top_k: int = 5, batch_size: int = 32) -> list[dict]:
         """Top-k answers for many images, batched; an unreadable image raises naming its index."""
         return [self.top_k(o, top_k) for o in self.run_batch(images, batch_size)]
 
-    def run_batch(self, images: Iterable[ImageInput], batch_size: int = 32) -> list[Output]:
-        outputs, pending = [], []
+    def run_batch(self, images: Iterable[ImageInput], batch_size: int = 32, locate: bool | None = None) -> list[Output]:
+        outputs, pending, crops = [], [], []
         for i, image in enumerate(images):
             try:
-                pending.append(self.to_tensor(image))
+                picture, corners = self.find(image, locate)
+                pending.append(self.to_tensor(picture))
+                crops.append(corners)
             except ValueError as err:
                 raise ValueError(f"image {i} ({image if isinstance(image, (str, Path)) else type(image).__name__}): {err}") from None
             if len(pending) == batch_size:
@@ -132,6 +148,8 @@ class Predictor:
                 pending = []
         if pending:
             outputs += self.forward_batch(torch.stack(pending))
+        for output, corners in zip(outputs, crops):
+            output.crop = corners
         return outputs
 
     def embed(self, image: ImageInput) -> np.ndarray:

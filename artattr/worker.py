@@ -8,7 +8,9 @@ model kills its process (out of memory, a crash in a native kernel): the next ca
 ``ModelWorker.call(name, model_dir, *args)`` runs one of ``CALLS`` on the model in ``model_dir``
 (loaded once per process) and returns its result. ValueErrors (bad input, broken checkpoint) come
 back as ValueErrors with the same message; anything else, a dead process included, as RuntimeError.
-Calls run concurrently (the worker answers each in its own thread) and report progress back.
+Calls run concurrently (the worker answers each in its own thread) and report progress back. Every
+call has a deadline (``DEADLINES``): a process that does not answer in time (stopped, deadlocked,
+swapping) is killed, its callers get a message, and the next call starts a new one.
 
 Messages are pickled over a socket pair (``multiprocessing.connection``); both ends are this file.
 UI → worker: ``(call_id, name, args)``. Worker → UI: ``(call_id, "progress", (fraction, desc))``
@@ -23,6 +25,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import Pipe
@@ -32,6 +35,11 @@ from typing import Any, Callable
 
 #: Most calls one worker runs at once: the app serves two events plus one "Explain" at a time.
 MAX_CONCURRENT = 4
+#: Seconds a call may take, from sending it to its answer: a forward pass takes ~25 ms on 2 cores and
+#: occlusion heatmaps a few seconds, so these mean a process that will not answer. A process that is
+#: still starting (importing torch, loading its models) gets ``STARTUP_S`` more.
+DEADLINES = {"load": 120.0, "run": 30.0, "explain": 180.0}
+STARTUP_S = 120.0
 
 
 @dataclass
@@ -41,15 +49,18 @@ class _Link:
     proc: subprocess.Popen
     conn: Connection
     pending: dict[int, queue.SimpleQueue] = field(default_factory=dict)
-    send_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: calls to send, in order; a thread sends them, so a process that stopped reading blocks no caller
+    outbox: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    ready: threading.Event = field(default_factory=threading.Event)  # set by its first message
     dead: bool = False
 
 
 class ModelWorker:
     """The UI side: starts the model process on first use (or ``start()``), and again if it died."""
 
-    def __init__(self, preload: list[str | os.PathLike] = ()):
+    def __init__(self, preload: list[str | os.PathLike] = (), deadlines: dict[str, float] | None = None):
         self._preload = [str(p) for p in preload]
+        self._deadlines = {**DEADLINES, **(deadlines or {})}
         self._lock = threading.Lock()
         self._link: _Link | None = None
         self._ids = itertools.count()
@@ -66,14 +77,17 @@ class ModelWorker:
         with self._lock:
             link = self._live_link()
             link.pending[call_id] = answers
-        try:
-            with link.send_lock:
-                link.conn.send((call_id, name, (str(model_dir), *args)))
-        except OSError:
-            pass  # the process is gone: its reader thread answers this call with the reason
+        limit = self._deadlines[name] + (0.0 if link.ready.is_set() else STARTUP_S)
+        deadline = time.monotonic() + limit
+        link.outbox.put((call_id, name, (str(model_dir), *args)))
         try:
             while True:
-                kind, value = answers.get()
+                try:
+                    kind, value = answers.get(timeout=max(deadline - time.monotonic(), 0.0))
+                except queue.Empty:
+                    self._replace(link)
+                    raise RuntimeError(f"The model did not answer within {limit:.0f} s, so it was restarted; "
+                                       "please try again.") from None
                 if kind == "progress":
                     if progress is not None:
                         progress(*value)
@@ -91,7 +105,20 @@ class ModelWorker:
             link, self._link = self._link, None
         if link is not None:
             link.proc.terminate()
-            link.proc.wait()
+            try:
+                link.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # stopped or hung: SIGTERM waits for it forever
+                link.proc.kill()
+                link.proc.wait()
+
+    def _replace(self, link: _Link) -> None:
+        """Kill a process that missed a deadline (its reader thread fails the other waiting calls) and
+        start its replacement now, so it is ready by the time the user tries again."""
+        with self._lock:
+            link.dead = True
+            link.proc.kill()
+            if self._link is link:
+                self._live_link()
 
     def pid(self) -> int | None:
         """The model process's id, None before it started (for tests and diagnostics)."""
@@ -109,16 +136,28 @@ class ModelWorker:
                                     pass_fds=[theirs.fileno()], env=env, start_new_session=True)
             theirs.close()
             self._link = _Link(proc, ours)
-            threading.Thread(target=self._read, args=(self._link,), daemon=True, name="model-worker-reader").start()
+            writer = threading.Thread(target=self._write, args=(self._link,), daemon=True, name="model-worker-writer")
+            writer.start()
+            threading.Thread(target=self._read, args=(self._link, writer), daemon=True, name="model-worker-reader").start()
         return self._link
 
-    def _read(self, link: _Link) -> None:
+    @staticmethod
+    def _write(link: _Link) -> None:
+        """Send the calls; ends when the process is gone (its reader thread answers the calls)."""
+        while (message := link.outbox.get()) is not None:
+            try:
+                link.conn.send(message)
+            except OSError:
+                return
+
+    def _read(self, link: _Link, writer: threading.Thread) -> None:
         """Route the worker's messages to the waiting calls; when it dies, fail those calls clearly."""
         while True:
             try:
                 call_id, kind, value = link.conn.recv()
             except (EOFError, OSError):
                 break
+            link.ready.set()
             answers = link.pending.get(call_id)
             if answers is not None:
                 if kind != "progress":
@@ -132,6 +171,8 @@ class ModelWorker:
                    "try again: a new one starts with the next request.")
         for answers in waiting:
             answers.put(("error", (False, message)))
+        link.outbox.put(None)
+        writer.join()  # its send to the dead process has failed by now; then the socket can close
         link.conn.close()
 
 
@@ -143,8 +184,8 @@ def _load(predictor, progress):
     """Nothing more to do: loading happens before any call (and fails there for a broken checkpoint)."""
 
 
-def _run(predictor, image, progress):
-    return predictor.run(image)
+def _run(predictor, image, locate=True, *, progress):
+    return predictor.run(image, locate=locate)
 
 
 def _explain(predictor, image, method, task, target, progress):
@@ -189,9 +230,16 @@ def serve(conn: Connection, preload: list[str]) -> None:
         except Exception as err:  # every call gets an answer; the UI decides how to show it
             send((call_id, "error", (isinstance(err, ValueError), str(err) or type(err).__name__)))
 
+    def warm_up() -> None:
+        """Load ``preload``, then say so: from then on a call's deadline covers only its own work."""
+        try:
+            for model_dir in preload:
+                predictor(model_dir)
+        finally:  # a broken model fails the calls that use it, with its message
+            send((-1, "ready", None))
+
     with ThreadPoolExecutor(MAX_CONCURRENT, thread_name_prefix="model-call") as pool:
-        for model_dir in preload:
-            pool.submit(predictor, model_dir)
+        pool.submit(warm_up)
         while True:
             try:
                 call_id, name, args = conn.recv()

@@ -86,11 +86,12 @@ def main(model_id: str = "default") -> None:
     print(f"heavy modules imported by build_app() in the UI process: {heavy} (target [])")
 
     import gradio as gr
+    from app_server import as_upload
 
     import app
 
     app.build_app([model_id])
-    upload = {"path": str(photo)}
+    upload = {"path": str(as_upload(photo))}  # the app opens only what Gradio received as uploads
     state = app.predict(upload, model_id, "style")[0]
     report("warm upload (1024x768 JPEG) -> artist/style/genre", lambda: app.predict(upload, model_id, "style"), 300)
 

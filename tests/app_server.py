@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import struct
 import subprocess
 import sys
 import time
 import urllib.request
+import zlib
 from pathlib import Path
 from typing import Iterator
 
@@ -53,6 +55,18 @@ def running_app(log_path: Path, python_flags: tuple[str, ...] = (), **env: str) 
                 proc.wait()
 
 
+def as_upload(path: Path) -> Path:
+    """A copy of ``path`` where Gradio keeps what browsers upload: the only files the app opens."""
+    import shutil
+    import tempfile
+
+    from gradio.utils import get_upload_folder
+
+    uploads = Path(get_upload_folder())
+    uploads.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copy(path, tempfile.mkdtemp(dir=uploads)))
+
+
 def checkpoint_with_gallery(dest: Path, rows: list[dict], data_dir: Path) -> Path:
     """A copy of the embedded default plus a small gallery of real paintings, so explorer tests do not
     depend on what ``checkpoints/default`` ships. UMAP coordinates are a fixed linear projection of
@@ -83,3 +97,18 @@ def checkpoint_with_gallery(dest: Path, rows: list[dict], data_dir: Path) -> Pat
         names=names, paths=[r["path"] for r in rows], thumbs=thumbs,
     ).save(dest)
     return dest
+
+
+def png(w: int, h: int, colour: bool = True, pixels: bool = True) -> bytes:
+    """A real PNG of w×h pixels (a diagonal gradient) that is small on disk; ``pixels=False``: the
+    header alone, as a decompression bomb would start."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    channels = 3 if colour else 1
+    row = bytes(range(256)) * (w * channels // 256 + 2)
+    comp = zlib.compressobj(1)
+    data = [comp.compress(b"\0" + row[y % 256:y % 256 + w * channels]) for y in range(h if pixels else 0)]
+    header = struct.pack(">IIBBBBB", w, h, 8, 2 if colour else 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(data) + comp.flush())
+            + chunk(b"IEND", b""))

@@ -60,7 +60,6 @@ def test_upload_answers_heatmap_explorer_and_error(tmp_path, predictor, painting
             expect(canvas).to_be_visible(timeout=TIMEOUT_MS)
             assert canvas.bounding_box()["height"] > 100, "the 3-D plot rendered with no height"
 
-            page.get_by_role("tab", name="Similar works").click()
             expect(page.locator("#similar img").first).to_be_visible(timeout=TIMEOUT_MS)
             page.screenshot(path=str(artifacts / "app-browser.png"), full_page=True)
 
@@ -89,5 +88,62 @@ def test_a_photo_is_called_not_a_painting(tmp_path):
             assert note.inner_text().strip().startswith("This does not look like a painting")
             sync_api.expect(page.locator("#label-style [data-testid=label-output-value]")).to_have_text("Not a painting")
             page.screenshot(path=str(ROOT / "artifacts" / "app-browser-photo.png"), full_page=True)
+        finally:
+            browser.close()
+
+
+def test_names_about_explorer_and_phone_layout(tmp_path, predictor, val_rows, data_dir):
+    """What an art historian reads: an accented artist name, the "About this model" panel, an explorer
+    that fills its panel, full similar-works captions, and a 390 px phone page that never scrolls sideways.
+    Screenshots of both widths go to artifacts/."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    artifacts = ROOT / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    def named(path) -> bool:  # the app names the artist only when it is neither unsure nor "unknown"
+        answers = predictor.predict(path, 1)
+        return (answers["artist"][0][0] == "joaqu-n-sorolla" and "artist" not in answers.flags["uncertain"]
+                and not answers.flags["unknown_artist"])
+
+    sorolla = next(data_dir / r["path"] for r in val_rows if r["artist"] == "joaqu-n-sorolla" and named(data_dir / r["path"]))
+    gallery_model = str(checkpoint_with_gallery(tmp_path / "with-gallery", val_rows[:40], data_dir))
+    expect = sync_api.expect
+
+    with running_app(tmp_path / "app.log", ARTATTR_MODEL=gallery_model) as url, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            for name, (width, height) in {"desktop": (1440, 900), "phone": (390, 844)}.items():
+                page = browser.new_page(viewport={"width": width, "height": height})
+                page.set_default_timeout(TIMEOUT_MS)
+                page.goto(url)
+                page.get_by_text("About this model").click()
+                about = page.locator("#about")
+                expect(about).to_contain_text("108 artists", timeout=TIMEOUT_MS)
+                expect(about).to_contain_text("11 movements", timeout=TIMEOUT_MS)
+                expect(about).to_contain_text("held back from training", timeout=TIMEOUT_MS)
+                expect(about).to_contain_text("15th–20th century", timeout=TIMEOUT_MS)
+                page.locator("#upload input[type=file]").set_input_files(str(sorolla))
+                expect(page.locator("#label-artist [data-testid=label-output-value]")).to_have_text("Joaquín Sorolla", timeout=TIMEOUT_MS)
+                page.locator("#model input").click()
+                page.get_by_role("option", name=gallery_model).click()
+                expect(page.locator("#similar .caption-label").first).to_contain_text("similarity", timeout=TIMEOUT_MS)
+                caption = page.locator("#similar .caption-label").first.bounding_box()
+                assert caption["height"] > 20, "similar-works captions are cut to one line"
+
+                page.get_by_role("tab", name="3D explorer").click()
+                canvas = page.locator("#explorer .main-svg").first
+                expect(canvas).to_be_visible(timeout=TIMEOUT_MS)
+                panel = page.evaluate("() => document.querySelector('#explorer').closest('[role=tabpanel]')"
+                                      ".getBoundingClientRect().width")
+                box = canvas.bounding_box()
+                assert box["height"] > 100 and box["width"] >= 0.7 * panel, (box, panel)
+                if name == "phone":
+                    assert page.evaluate("() => document.documentElement.scrollWidth") <= width, "horizontal overflow"
+                page.screenshot(path=str(artifacts / f"app-{name}.png"), full_page=True)
+                if name == "desktop":  # a captioned example is an upload too (the Seurat is not a Sorolla)
+                    expect(page.locator("#examples .caption-label").nth(1)).to_contain_text("Georges Seurat")
+                    page.locator("#examples .thumbnail-item").nth(1).click()
+                    expect(page.locator("#label-artist [data-testid=label-output-value]")).not_to_have_text(
+                        "Joaquín Sorolla", timeout=TIMEOUT_MS)
+                page.close()
         finally:
             browser.close()

@@ -164,7 +164,7 @@ def test_sphere_figure_has_a_trace_per_style_the_upload_and_a_wireframe(gallery)
     fig = embed.figure(gallery, view="sphere", color_by="style", upload=upload, height=450)
     assert fig.layout.height == 450
     names = [t.name for t in fig.data]
-    styles = [embed.pretty("style", s) for s in gallery.names["style"]]
+    styles = sorted(gallery.name("style", s) for s in gallery.names["style"])
     assert names == ["sphere", *styles, "your painting"]
     assert fig.data[0].mode == "lines" and fig.data[0].hoverinfo == "skip"
     assert sum(len(t.x) for t in fig.data[1:-1]) == len(gallery)
@@ -172,7 +172,7 @@ def test_sphere_figure_has_a_trace_per_style_the_upload_and_a_wireframe(gallery)
     assert (upload_trace.x[0], upload_trace.y[0], upload_trace.z[0]) == (0.0, 0.0, 1.0)
     assert upload_trace.marker.size >= 10 and upload_trace.marker.size > fig.data[1].marker.size
     hover = " ".join(h for t in fig.data[1:-1] for h in t.hovertext)
-    assert gallery.titles[0] in hover and embed.pretty("artist", gallery.label("artist", 0)) in hover
+    assert gallery.titles[0] in hover and gallery.name("artist", gallery.label("artist", 0)) in hover
 
 
 def test_umap_figure_colours_top_artists_and_greys_the_rest(gallery, monkeypatch):
@@ -180,10 +180,21 @@ def test_umap_figure_colours_top_artists_and_greys_the_rest(gallery, monkeypatch
     fig = embed.figure(gallery, view="umap", color_by="artist", upload=None)
     assert fig.layout.height == 600
     assert all(t.mode == "markers" for t in fig.data)  # no wireframe, no upload
-    assert len(fig.data) == 5 and fig.data[-1].name == "other"
-    assert fig.data[-1].marker.color == embed.plot.OTHER_COLOUR
+    assert len(fig.data) == 5 and fig.data[0].name == "other"  # the grey trace first, under the colours
+    assert fig.data[0].marker.color == embed.plot.OTHER_COLOUR
+    assert len({t.marker.color for t in fig.data}) == 5
     assert sum(len(t.x) for t in fig.data) == len(gallery)
     assert np.allclose(np.sort(np.concatenate([t.x for t in fig.data])), np.sort(gallery.coords["umap"][:, 0]))
+
+
+def test_focus_classes_always_get_a_colour(gallery, monkeypatch):
+    """The predicted artist and the neighbours' artists are coloured even when they are rare."""
+    monkeypatch.setattr(embed.plot, "MAX_COLOURS", 3)
+    codes = gallery.labels["artist"]
+    rarest = gallery.names["artist"][int(np.argmin(np.bincount(codes[codes >= 0])))]
+    fig = embed.figure(gallery, view="umap", color_by="artist", focus=["not-in-gallery", rarest])
+    names = [t.name for t in fig.data]
+    assert len(names) == 4 and names[1] == gallery.name("artist", rarest) and "not-in-gallery" not in " ".join(names)
 
 
 def test_figure_rejects_unknown_view_and_label(gallery):

@@ -93,3 +93,9 @@ def test_draft_decodes_large_jpeg_smaller(odd_images):
     small = load_image(odd_images["big.jpg"], draft_size=320)
     assert full.size == (1024, 768)
     assert 320 <= min(small.size) < min(full.size)
+
+
+def test_exif_orientation_is_applied_once(odd_images):
+    """The app sends the upright picture to its model process, which loads it again."""
+    upright = load_image(odd_images["rotated.jpg"], draft_size=160)
+    assert load_image(upright).size == upright.size

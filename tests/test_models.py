@@ -107,9 +107,10 @@ def test_gradcam_heatmap(built):
     from artattr.explain import attribute
 
     name, model = built
+    model.eval()  # the module-scoped model comes in whatever mode the test before it (random order) left
     heat = attribute(model, batch(2)[:1], "style", 1, "gradcam")
     assert heat.shape == (SIZE, SIZE) and np.isfinite(heat).all() and heat.min() >= 0 and heat.max() <= 1, name
-    assert not model.training  # the explainer leaves the model in eval mode, weights still trainable
+    assert not model.training  # the explainer leaves the model as it came (eval), weights still trainable
     assert all(p.requires_grad for p in model.parameters())
 
 

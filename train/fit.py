@@ -45,6 +45,7 @@ from artattr.images import load_image
 from .cached import cache_features, lite_parts
 from .data import MISSING, TASKS, ImageRows, Row, Vocab, read_rows, split_rows
 from .metrics import all_metrics, mean_macro_f1
+from .display_names import display_for
 
 log = logging.getLogger("train")
 
@@ -529,7 +530,8 @@ def _warm_cos(step: int, total: int, warmup: int) -> float:
 
 
 def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+    name, keys, pos, has_gauss, gauss = np.random.get_state()  # as a list: weights_only loads no numpy arrays
+    return {"torch": torch.get_rng_state(), "numpy": (name, keys.tolist(), pos, has_gauss, gauss), "python": random.getstate(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
 
@@ -547,13 +549,23 @@ def _atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def load_state(path: Path) -> dict:
+    """A trainer state written by ``_atomic_save``: tensors, numbers, strings, lists and dicts only.
+    ``weights_only=True`` unpickles nothing else, so a hostile file cannot run code."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError for code, RuntimeError/EOFError for a damaged file
+        raise ConfigError(f"--resume: {path} is not a trainer state this version can read safely "
+                          f"({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''})") from None
+
+
 def _model_config(args: FitArgs, vocab: Vocab, model: nn.Module, metrics: dict, temps: dict | None = None) -> ModelConfig:
     return ModelConfig(
         architecture=args.architecture, tasks=vocab.labels, input_size=args.input_size, resize="squash",
         mean=list(model.mean), std=list(model.std), temperature=temps or {}, unknown_label=vocab.unknown,
         model_args={"embed_dim": args.embed_dim, "arcface_task": args.arcface_task, "dropout": args.dropout,
                     **args.model_args},
-        metrics=metrics)
+        metrics=metrics, display=display_for(vocab.labels))
 
 
 @torch.inference_mode()
@@ -628,7 +640,7 @@ def run(args: FitArgs) -> Path:
     history, best, first_epoch, bad_paths = [], -1.0, 0, set()
     state_path = _state_path(args, out)
     if state_path is not None:
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        state = load_state(state_path)
         changed = {k: (state["args"].get(k), getattr(args, k)) for k in RUN_KEYS if state["args"].get(k) != getattr(args, k)}
         if changed:
             raise ConfigError(f"--resume: {state_path} was trained with different settings {changed}; "

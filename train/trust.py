@@ -750,8 +750,18 @@ def make_trustworthy(model_id: str, data: str | Path, photos: str | Path, cache:
         state["artwork.weight"] = torch.from_numpy(artwork.head[0])[None]
         state["artwork.bias"] = torch.tensor([artwork.head[1]])
         model.load_state_dict(state)
-        save_checkpoint(model, new, save, description=_description(Path(save)))
+        save_checkpoint(model, new, save, description=_description(Path(save)), half=_is_half(predictor.model_dir))
     return numbers
+
+
+def _is_half(model_dir: Path | None) -> bool:
+    """Whether a checkpoint's weights are stored in float16 (the embedded default is: 7 MB, not 15)."""
+    from safetensors import safe_open
+
+    if model_dir is None:
+        return False
+    with safe_open(str(Path(model_dir) / artattr.config.WEIGHTS_FILE), "pt") as f:
+        return any(f.get_slice(k).get_dtype() == "F16" for k in f.keys())
 
 
 def _description(save: Path) -> str:

@@ -6,7 +6,7 @@ draws the plotly 3-D map. Nothing here imports umap or numba: the gallery is fit
 ``python -m train gallery``.
 """
 
-from .gallery import GALLERY_DIR, Gallery, Neighbour, nearest, pretty, title_from_path
+from .gallery import GALLERY_DIR, Gallery, Neighbour, nearest, title_from_path
 from .plot import figure
 
-__all__ = ["GALLERY_DIR", "Gallery", "Neighbour", "figure", "nearest", "pretty", "title_from_path"]
+__all__ = ["GALLERY_DIR", "Gallery", "Neighbour", "figure", "nearest", "title_from_path"]

@@ -9,9 +9,12 @@ app needs neither umap nor numba (their import alone costs ~17 s on 2 cores).
 from __future__ import annotations
 
 import hashlib
+import html
 import io
 import json
 import os
+import re
+import unicodedata
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -20,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from ..config import pretty, read_config
 
 GALLERY_DIR = "gallery"
 ARRAYS_FILE, META_FILE = "gallery.npz", "meta.json"
@@ -40,6 +45,7 @@ class Neighbour:
     index: int
     similarity: float
     title: str
+    date: str                         # year from the file name, "" when unknown
     artist: str
     style: str
     genre: str
@@ -56,6 +62,8 @@ class Gallery:
     paths: list[str]                  # image path relative to the data folder (provenance + title)
     thumbs: list[bytes]               # WebP thumbnails
     meta: dict = field(default_factory=dict)
+    #: label names as people write them, from the checkpoint's config (``ModelConfig.display``)
+    display: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -68,16 +76,32 @@ class Gallery:
         code = int(self.labels[task][i]) if task in self.labels else -1
         return self.names[task][code] if code >= 0 else ""
 
+    def name(self, task: str, label: str) -> str:
+        """A label as people write it (the checkpoint's display name, else the slug prettified)."""
+        return self.display.get(task, {}).get(label) or pretty(task, label) if label else ""
+
     @cached_property
-    def titles(self) -> list[str]:
+    def _titles_dates(self) -> list[tuple[str, str]]:
         return [title_from_path(p) for p in self.paths]
+
+    @property
+    def titles(self) -> list[str]:
+        return [t for t, _ in self._titles_dates]
+
+    @property
+    def dates(self) -> list[str]:
+        return [d for _, d in self._titles_dates]
 
     @cached_property
     def hover(self) -> np.ndarray:
-        """Title, artist, style (and genre) per painting for the figure's hover labels."""
-        return np.array([f"<b>{t}</b><br>{pretty('artist', self.label('artist', i))}<br>{pretty('style', self.label('style', i))}"
-                         + (f" · {pretty('genre', g)}" if (g := self.label("genre", i)) else "")
-                         for i, t in enumerate(self.titles)], dtype=object)
+        """Title, date, artist, style (and genre) per painting for the figure's hover labels."""
+        def text(i: int, title: str, date: str) -> str:
+            genre = self.name("genre", self.label("genre", i))
+            lines = [f"<b>{html.escape(title + (', ' + date if date else ''), quote=False)}</b>",
+                     html.escape(self.name("artist", self.label("artist", i)), quote=False),
+                     html.escape(self.name("style", self.label("style", i)) + (f" · {genre}" if genre else ""), quote=False)]
+            return "<br>".join(lines)
+        return np.array([text(i, t, d) for i, (t, d) in enumerate(self._titles_dates)], dtype=object)
 
     def thumbnail(self, i: int) -> Image.Image:
         return Image.open(io.BytesIO(self.thumbs[i])).convert("RGB")
@@ -171,6 +195,7 @@ class Gallery:
                     paths=z["paths"].tolist(),
                     thumbs=[blob[a:b] for a, b in zip(offsets[:-1], offsets[1:])],
                     meta=meta,
+                    display=read_config(model_dir).display,
                 )
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
             warnings.warn(f"{folder}: unreadable gallery ({err}); the explorer is disabled.", stacklevel=2)
@@ -180,7 +205,8 @@ class Gallery:
 def nearest(gallery: Gallery, embedding: np.ndarray, k: int = 8) -> list[Neighbour]:
     """The k gallery paintings most similar to ``embedding`` (cosine), most similar first."""
     idx, sims = gallery.search(embedding, k)
-    return [Neighbour(index=int(i), similarity=float(s), title=gallery.titles[i], artist=gallery.label("artist", i),
+    return [Neighbour(index=int(i), similarity=float(s), title=gallery.titles[i], date=gallery.dates[i],
+                      artist=gallery.label("artist", i),
                       style=gallery.label("style", i), genre=gallery.label("genre", i), path=gallery.paths[i],
                       thumbnail=gallery.thumbnail(i))
             for i, s in zip(idx, sims)]
@@ -193,14 +219,36 @@ def weights_fingerprint(model_dir: str | os.PathLike) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def title_from_path(path: str) -> str:
-    """WikiArt file names are ``<artist>_<title-words>.jpg``; the title is the readable part."""
-    stem = Path(path).stem
-    words = (stem.split("_", 1)[1] if "_" in stem else stem).replace("-", " ").replace("_", " ").strip()
-    return (words[:1].upper() + words[1:]) if words else stem
+#: WikiArt file names lost every non-ASCII character and apostrophe to "-": "the-custom-s-house",
+#: "l-homme", "don-t". These put the apostrophes back; a lost accented letter cannot be restored.
+_APOSTROPHES = [
+    (re.compile(r"(?<=[a-z]{2})-s(?=-(?![a-z0-9](?:-|$))|$)"), "'s"),          # custom's (not initials "s-p-")
+    (re.compile(r"(?<=n)-t(?=-|$)"), "'t"),                                        # won't, don't
+    (re.compile(r"(?<![a-z])(?<!of-)(l|d|qu|c|dell|nell|sull|dall)-(?=[aeiouhy][a-z]{2})"), r"\1'"),  # l'homme
+]
+#: Title case, as English catalogues write titles, except these short words (English, French, Italian,
+#: Spanish, Dutch, German) after the first word.
+_LOWER = set("a an and as at but by for from in into of on or the to with à au aux d' de del della des di du e "
+             "el en et l' la las le les los y van von der den het".split())
+_YEAR = re.compile(r"-(1[2-9]\d\d|20[0-2]\d)(?:-\d+)?$")
+_SOURCE_SUFFIX = re.compile(r"-\d{5,}$")  # WikiArt's own image id, e.g. "not-detected-227939"
 
 
-def pretty(task: str, label: str) -> str:
-    """Label slugs as people write them: ``claude-monet`` -> ``Claude Monet``, ``Pop_Art`` -> ``Pop Art``."""
-    text = label.replace("_", " ")
-    return text.replace("-", " ").title() if task == "artist" else text
+def title_from_path(path: str) -> tuple[str, str]:
+    """(title, year) of a WikiArt file ``<artist>_<title-words>[-<year>].jpg``: "the-custom-s-house"
+    -> ("The Custom's House", ""), "composition-1929" -> ("Composition", "1929"). Untitled works
+    (WikiArt's "not-detected-<id>") are "Untitled"."""
+    stem = unicodedata.normalize("NFC", Path(path).stem)
+    words = stem.split("_", 1)[1] if "_" in stem else stem
+    words = words.replace("_", "-").strip("-").lower()
+    date = ""
+    if match := _YEAR.search(words):
+        date, words = match[1], words[:match.start()]
+    words = _SOURCE_SUFFIX.sub("", words)
+    if words in ("", "not-detected", "untitled"):
+        return "Untitled", date
+    for pattern, repl in _APOSTROPHES:
+        words = pattern.sub(repl, words)
+    words = words.replace("-", " ").split()
+    return " ".join(w if i and (w in _LOWER or w.split("'")[0] + "'" in _LOWER) else w[:1].upper() + w[1:]
+                    for i, w in enumerate(words)), date

@@ -1,0 +1,600 @@
+"""The library and trainer pinned to independent truths: math written out here, hand-worked examples,
+known ground truth in the data. Each test names the bug it exists to catch.
+
+Everything here is cheap (tiny hand-built models, a few real paintings, the session ``predictor``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+import types
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from PIL import Image
+
+import artattr
+from artattr import ModelConfig, Output, Predictor
+from artattr.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from artattr.models import MultiTaskModel
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+# ------------------------------------------------------------------------------ calibrated probabilities
+
+def _recalibrated(p: np.ndarray, xs: list, ys: list) -> np.ndarray:
+    """By hand: the top probability read off the map (xs, ys) by linear interpolation, kept on top,
+    the others scaled by the same factor so all sum to 1."""
+    order = np.argsort(p)
+    top, second = p[order[-1]], p[order[-2]]
+    new = max(np.interp(top, xs, ys), second / (1 - top + second))
+    out = p * (1 - new) / (1 - top)
+    out[order[-1]] = new
+    return out
+
+
+def test_probabilities_are_softmax_of_logits_over_the_checkpoints_temperature(predictor, painting_paths):
+    """Dropping (or mixing up) the per-task temperature in the predictor must fail here."""
+    temps = json.loads((predictor.model_dir / "config.json").read_text())["temperature"]
+    assert set(temps) == set(predictor.labels) and all(abs(t - 1) > 0.1 for t in temps.values()), \
+        "the default checkpoint's temperatures must differ from 1 for this test to mean anything"
+    assert len({round(t, 3) for t in temps.values()}) == len(temps), "and from each other"
+    images = [predictor.load(p) for p in painting_paths[:3]]
+    x = torch.stack([predictor.to_tensor(img) for img in images])
+    with torch.no_grad():
+        raw = predictor.model(x)
+    curves = json.loads((predictor.model_dir / "config.json").read_text()).get("calibration", {})
+    for i, (img, out) in enumerate(zip(images, predictor.run_batch(images))):
+        single = predictor.run(img)
+        for task, t in temps.items():
+            want = _softmax(raw[task][i].double().numpy() / t)
+            if task in curves:  # then the top probability goes through the checkpoint's calibration map
+                want = _recalibrated(want, *curves[task])
+            np.testing.assert_allclose(out.probs[task], want, atol=1e-5, err_msg=task)
+            np.testing.assert_allclose(single.probs[task], want, atol=1e-5, err_msg=task)
+
+
+def test_top_k_names_the_right_labels_in_order():
+    out = Output(probs={"style": np.array([0.1, 0.6, 0.3]), "genre": np.array([0.7, 0.3])}, embedding=None, sphere=None)
+    labels = {"style": ["a", "b", "c"], "genre": ["x", "y"]}
+    assert artattr.top_k(out, labels, 2) == {"style": [("b", 0.6), ("c", 0.3)], "genre": [("x", 0.7), ("y", 0.3)]}
+    assert artattr.top_k(out, labels, 1) == {"style": [("b", 0.6)], "genre": [("x", 0.7)]}
+    seven = Output(probs={"style": np.arange(7) / 21}, embedding=None, sphere=None)
+    assert [label for label, _ in artattr.top_k(seven, {"style": list("abcdefg")})["style"]] == list("gfedc")  # 5 by default
+
+
+# ------------------------------------------------------------------------------ normalisation
+
+class _MeanColour(nn.Module):
+    def forward(self, x):
+        return x.mean((2, 3))
+
+
+def _colour_predictor(mean, std, size=8, resize="squash") -> Predictor:
+    model = MultiTaskModel(_MeanColour(), 3, {"style": 3}, cam_layer="backbone", embed_dim=0, sphere=False,
+                           mean=mean, std=std)
+    config = ModelConfig(architecture="mean_colour", tasks={"style": ["r", "g", "b"]}, input_size=size, resize=resize,
+                         mean=list(mean), std=list(std))
+    return Predictor(model, config)
+
+
+def test_imagenet_normalisation_of_a_constant_image_is_hand_computed():
+    """Mean and std swapped (or one of them ignored) changes these numbers; mean = std = 0.5 would not."""
+    predictor = _colour_predictor(IMAGENET_MEAN, IMAGENET_STD)
+    rgb = (200, 100, 50)
+    x = predictor.to_tensor(Image.new("RGB", (13, 7), rgb))
+    assert x.shape == (3, 8, 8)
+    want = [(200 / 255 - 0.485) / 0.229, (100 / 255 - 0.456) / 0.224, (50 / 255 - 0.406) / 0.225]
+    for c in range(3):
+        np.testing.assert_allclose(x[c].numpy(), want[c], atol=1e-5)
+    # the pixels a DataLoader worker would send go through the same definition
+    pixels = torch.full((2, 8, 8, 3), 0, dtype=torch.uint8) + torch.tensor(rgb, dtype=torch.uint8)
+    np.testing.assert_allclose(predictor.normalise(pixels)[1, :, 3, 3].numpy(), want, atol=1e-5)
+
+
+def test_training_images_are_normalised_with_the_models_mean_and_std(tmp_path):
+    from train.data import ImageRows, Row, Vocab
+
+    Image.new("RGB", (20, 10), (200, 100, 50)).save(tmp_path / "a.png")
+    rows = [Row(path=str(tmp_path / "a.png"), labels={"style": "s", "genre": "", "artist": "x"})]
+    vocab = Vocab.build(rows, min_artist_images=1)
+    x, y, ok = ImageRows(rows, vocab, 8, IMAGENET_MEAN, IMAGENET_STD)[0]
+    assert ok and x.shape == (3, 8, 8)
+    want = [(200 / 255 - 0.485) / 0.229, (100 / 255 - 0.456) / 0.224, (50 / 255 - 0.406) / 0.225]
+    np.testing.assert_allclose(x[:, 4, 4].numpy(), want, atol=1e-5)
+    assert y == {"style": 0, "genre": -1, "artist": 0}
+    (tmp_path / "b.png").write_bytes(b"not a picture")  # unreadable: flagged, and no label is trained on it
+    x, y, ok = ImageRows([Row(path=str(tmp_path / "b.png"), labels=rows[0].labels)], vocab, 8, IMAGENET_MEAN, IMAGENET_STD)[0]
+    assert not ok and y == {"style": -1, "genre": -1, "artist": -1} and not x.any()
+
+
+def test_center_crop_keeps_the_central_square():
+    """An image whose left, middle and right thirds are red, green and blue: the crop sees only green."""
+    predictor = _colour_predictor((0.0,) * 3, (1.0,) * 3, size=6, resize="center_crop")
+    arr = np.zeros((60, 180, 3), np.uint8)
+    arr[:, :60, 0] = arr[:, 60:120, 1] = arr[:, 120:, 2] = 255
+    x = predictor.to_tensor(arr)
+    assert x.shape == (3, 6, 6)
+    np.testing.assert_allclose(x.mean((1, 2)).numpy(), [0, 1, 0], atol=0.05)  # bilinear edges bleed a little
+    squashed = _colour_predictor((0.0,) * 3, (1.0,) * 3, size=6).to_tensor(arr)
+    np.testing.assert_allclose(squashed.mean((1, 2)).numpy(), [1 / 3] * 3, atol=0.02)
+
+
+# ------------------------------------------------------------------------------ temperature fit, ECE, metrics
+
+def test_temperature_fit_recovers_a_known_scale():
+    """Labels drawn from softmax(z) are calibrated at T = 1; the same logits times 3 need T = 3."""
+    from train.fit import fit_temperature
+
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(4000, 5, generator=gen) * 2
+    y = torch.multinomial(torch.softmax(z, -1), 1, generator=gen)[:, 0]
+    assert fit_temperature(z * 3, y) == pytest.approx(3.0, rel=0.08)
+    assert fit_temperature(z / 2, y) == pytest.approx(0.5, rel=0.08)
+    # rows without a label do not count, however wrong their logits are
+    junk = torch.full((500, 5), -50.0)
+    junk[:, 0] = 50.0
+    both = fit_temperature(torch.cat([z * 3, junk]), torch.cat([y, torch.full((500,), -1)]))
+    assert both == pytest.approx(fit_temperature(z * 3, y), rel=1e-4)
+    assert fit_temperature(z, torch.full((4000,), -1)) == 1.0
+
+
+def test_ece_accuracy_and_f1_on_a_hand_worked_example():
+    """Four known rows and one unlabelled: bins of width 1/15 hold confidences 0.9 (two rows, one right),
+    0.75 and 0.65 (both right): ECE = 2/4 * |0.5 - 0.9| + 1/4 * |1 - 0.75| + 1/4 * |1 - 0.65| = 0.35."""
+    from train.metrics import task_metrics
+
+    probs = np.array([[0.9, 0.05, 0.05], [0.9, 0.05, 0.05], [0.75, 0.2, 0.05], [0.1, 0.25, 0.65], [0.05, 0.9, 0.05]])
+    targets = np.array([0, 1, 0, 2, -1])
+    m = task_metrics(probs, targets)
+    assert m["n"] == 4
+    assert m["ece"] == pytest.approx(0.35)
+    assert m["top1"] == pytest.approx(3 / 4)
+    # classes present: 0 (two rows, both predicted 0, plus a wrong 0 for class 1), 1 (missed), 2 (right):
+    # F1_0 = 2*2/(2*2+1) = 0.8, F1_1 = 0, F1_2 = 1
+    assert m["macro_f1"] == pytest.approx((0.8 + 0 + 1) / 3)
+    assert m["balanced_acc"] == pytest.approx((1 + 0 + 1) / 3)
+    assert m["top5"] == 1.0  # three classes: everything is in the top 5
+    ranked = np.array([[0.30, 0.25, 0.20, 0.12, 0.08, 0.05]] * 2)  # class 4 ranks 5th (in), class 5 6th (out)
+    assert task_metrics(ranked, np.array([4, 5]))["top5"] == 0.5
+    empty = task_metrics(probs, np.full(5, -1))
+    assert empty["n"] == 0 and np.isnan(empty["top1"]) and np.isnan(empty["ece"])
+
+
+def test_artist_known_scores_only_known_artists():
+    from train.metrics import all_metrics, mean_macro_f1
+
+    labels = {"artist": ["a", "b", "other"], "style": ["x", "y"]}
+    probs = {"artist": np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.7, 0.2, 0.1], [0.1, 0.1, 0.8]]),
+             "style": np.array([[0.6, 0.4], [0.3, 0.7], [0.6, 0.4], [0.6, 0.4]])}
+    targets = {"artist": np.array([0, 1, 2, 2]), "style": np.array([0, 1, 1, -1])}
+    m = all_metrics(probs, targets, labels, {"artist": "other"})
+    assert set(m) == {"artist", "artist_known", "style"}
+    assert m["artist"]["n"] == 4 and m["artist"]["top1"] == pytest.approx(3 / 4)
+    assert m["artist_known"]["n"] == 2 and m["artist_known"]["top1"] == 1.0
+    assert m["style"]["n"] == 3 and m["style"]["top1"] == pytest.approx(2 / 3)
+    # mean macro-F1 over the plain tasks only: artist (a 2/3, b 1, other 2/3) and style (x 2/3, y 2/3)
+    assert mean_macro_f1(m) == pytest.approx(((2 / 3 + 1 + 2 / 3) / 3 + 2 / 3) / 2)
+    assert mean_macro_f1({}) == 0.0
+
+
+# ------------------------------------------------------------------------------ splits and labels
+
+def test_artist_split_shares_no_artist_and_keeps_every_row(data_dir):
+    from train.data import read_rows, split_rows
+
+    rows = read_rows(data_dir)
+    folds = {}
+    for r in rows:  # the data's own ground truth: each artist sits in exactly one fold
+        folds.setdefault(r.labels["artist"], set()).add(r.artist_fold)
+    assert all(len(f) == 1 for f in folds.values())
+    for fold in (0, 3):
+        train, val = split_rows(rows, "artist", val_fold=fold)
+        assert len(train) + len(val) == len(rows) and {id(r) for r in train}.isdisjoint(id(r) for r in val)
+        assert 0.1 < len(val) / len(rows) < 0.35
+        assert not {r.labels["artist"] for r in train} & {r.labels["artist"] for r in val}
+        assert {r.artist_fold for r in val} == {fold}
+
+
+def test_random_split_is_stratified_seeded_and_disjoint(data_dir):
+    from train.data import read_rows, split_rows
+
+    rows = [r for r in read_rows(data_dir) if r.split == "val"]
+    train, val = split_rows(rows, "random", val_fraction=0.2, seed=1)
+    assert len(train) + len(val) == len(rows) and not {r.path for r in train} & {r.path for r in val}
+    for style in {r.labels["style"] for r in rows}:
+        n = sum(r.labels["style"] == style for r in rows)
+        assert sum(r.labels["style"] == style for r in val) == round(n * 0.2), style
+    assert [r.path for r in split_rows(rows, "random", val_fraction=0.2, seed=1)[1]] == [r.path for r in val]
+    assert [r.path for r in split_rows(rows, "random", val_fraction=0.2, seed=2)[1]] != [r.path for r in val]
+    csv_train, csv_val = split_rows(read_rows(data_dir), "csv")
+    assert {r.split for r in csv_train} == {"train"} and {r.split for r in csv_val} == {"val"}
+    with pytest.raises(ValueError, match="split mode"):
+        split_rows(rows, "artists")
+
+
+def test_hf_artist_folds_follow_the_artist_not_the_row(tmp_path, painting):
+    """huggan/wikiart has no artist_fold: it is derived from the artist name, so one artist is never
+    in both train and val whatever order the rows come in."""
+    import datasets
+
+    from train.fit import load_rows, make_args
+
+    artists = ["Unknown Artist", "claude-monet", "vincent-van-gogh", "rembrandt", "paul-cezanne", "frida-kahlo"]
+    order = [1, 2, 1, 3, 4, 2, 5, 1, 3, 0, 4, 5, 2, 1, 3, 5, 4, 2]
+    features = datasets.Features({"image": datasets.Image(), "artist": datasets.ClassLabel(names=artists),
+                                  "style": datasets.ClassLabel(names=["Impressionism"])})
+    table = datasets.Dataset.from_dict({"image": [str(painting)] * len(order), "artist": order,
+                                        "style": [0] * len(order)}, features=features)
+    (tmp_path / "data").mkdir()
+    table.to_parquet(str(tmp_path / "data" / "train.parquet"))
+    rows, _ = load_rows(make_args({"data": f"hf:{tmp_path / 'data'}", "tasks": ["style", "artist"]}))
+    assert [r.labels["artist"] for r in rows] == ["" if a == 0 else artists[a] for a in order]
+    by_artist = {}
+    for r in rows:
+        by_artist.setdefault(r.labels["artist"], set()).add(r.artist_fold)
+    assert by_artist.pop("") == {-1}
+    assert all(len(f) == 1 for f in by_artist.values()), by_artist
+    assert all(0 <= next(iter(f)) < 5 for f in by_artist.values())
+    # stable across runs and machines: the fold is a fixed function of the name (crc32 mod 5)
+    assert {a: next(iter(f)) for a, f in by_artist.items()} == {a: zlib.crc32(a.encode()) % 5 for a in by_artist}
+
+
+def test_vocab_is_built_from_training_rows_and_masks_missing_labels():
+    from train.data import MISSING, Row, Vocab
+
+    def row(style, genre, artist):
+        return Row(path="p", labels={"style": style, "genre": genre, "artist": artist})
+
+    train = [row("b", "g1", "monet")] * 3 + [row("a", "", "rare")] + [row("a", "g2", "monet")]
+    vocab = Vocab.build(train, min_artist_images=3)
+    assert vocab.labels == {"style": ["a", "b"], "genre": ["g1", "g2"], "artist": ["monet", "other"]}
+    assert vocab.unknown == {"artist": "other"}
+    assert vocab.encode(row("b", "", "rare")) == {"style": 1, "genre": MISSING, "artist": 1}
+    assert vocab.encode(row("c", "g2", "")) == {"style": MISSING, "genre": 1, "artist": MISSING}
+    targets = vocab.targets([row("a", "g1", "monet"), row("b", "", "nobody")])
+    assert {t: v.tolist() for t, v in targets.items()} == {"style": [0, 1], "genre": [0, -1], "artist": [0, 1]}
+
+
+def test_masked_loss_is_cross_entropy_over_the_known_rows():
+    """A missing label (-1) must not be trained as class 0 (or any class): the loss is the mean
+    negative log-likelihood of the labelled rows alone, written out here in numpy."""
+    from train.data import Vocab
+    from train.fit import TaskLoss, make_args
+
+    vocab = Vocab({"style": ["a", "b", "c"], "genre": ["x", "y"]})
+    y = {"style": torch.tensor([2, -1, 0, -1, 1]), "genre": torch.tensor([-1, -1, -1, -1, -1])}
+    gen = torch.Generator().manual_seed(0)
+    out = {"style": torch.randn(5, 3, generator=gen) * 3, "genre": torch.randn(5, 2, generator=gen)}
+    logp = np.log(_softmax(out["style"].double().numpy()))
+    known = [0, 2, 4]
+    want = -np.mean([logp[i, y["style"][i]] for i in known])
+    no_arcface = types.SimpleNamespace(arcface_task=None)
+    for weighting in ("fixed", "uncertainty"):  # the learned log-variances start at 0: weight 1
+        args = make_args({"loss_weighting": weighting, "label_smoothing": 0.0, "arcface_weight": 0.0})
+        loss, plain = TaskLoss(args, vocab, y)(out, y, no_arcface)
+        assert loss.item() == pytest.approx(want, rel=1e-5), weighting
+        assert plain.item() == pytest.approx(want, rel=1e-5)
+    args = make_args({"loss_weighting": "fixed", "label_smoothing": 0.0, "arcface_weight": 0.0,
+                      "task_weights": {"style": 2.5}})
+    assert float(TaskLoss(args, vocab, y)(out, y, no_arcface)[0]) == pytest.approx(2.5 * want, rel=1e-5)
+    # label smoothing eps: (1 - eps) * NLL + eps * mean over classes of -log p, still over known rows only
+    args = make_args({"loss_weighting": "fixed", "label_smoothing": 0.1, "arcface_weight": 0.0})
+    smooth = 0.9 * want + 0.1 * -np.mean([logp[i].mean() for i in known])
+    loss, plain = TaskLoss(args, vocab, y)(out, y, no_arcface)
+    assert loss.item() == pytest.approx(smooth, rel=1e-5) and plain.item() == pytest.approx(want, rel=1e-5)
+
+
+def test_class_weights_are_inverse_frequency_with_mean_one_per_example():
+    from train.fit import class_weights
+
+    targets = torch.tensor([0, 0, 0, 0, 1, 1, 2, -1])
+    w = class_weights(targets, 4, 1.0)  # counts 4, 2, 1 (class 3 unseen: counted as 1)
+    raw = np.array([4 / 4, 4 / 2, 4 / 1, 4 / 1])
+    counts = np.array([4, 2, 1, 1])
+    np.testing.assert_allclose(w.numpy(), raw / (raw * counts).sum() * counts.sum(), rtol=1e-6)
+    np.testing.assert_allclose(class_weights(targets, 4, 0.0).numpy(), np.ones(4), rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------ heatmaps follow the chosen class
+
+class _RedHalves(nn.Module):
+    """Channel 0 = red on the left half of the image, channel 1 = red on the right half; the
+    "left" class reads channel 0 and "right" channel 1, so each class's evidence is known."""
+
+    def __init__(self):
+        super().__init__()
+        self.red = nn.Conv2d(3, 1, 1)
+        with torch.no_grad():  # inputs in [-1, 1]: fires on R above G and B
+            self.red.weight.copy_(torch.tensor([1.0, -0.5, -0.5]).view(1, 3, 1, 1))
+            self.red.bias.fill_(-0.5)
+        self.gate = nn.Identity()
+
+    def forward(self, x):
+        red = torch.relu(self.red(x))
+        w = red.shape[-1]
+        halves = torch.cat([red * (torch.arange(w) < w // 2), red * (torch.arange(w) >= w // 2)], dim=1)
+        return self.gate(halves).mean((2, 3))
+
+
+def _halves_predictor() -> Predictor:
+    model = MultiTaskModel(_RedHalves(), 2, {"style": 2, "genre": 2}, cam_layer="backbone.gate", embed_dim=0,
+                           sphere=False, mean=(0.5,) * 3, std=(0.5,) * 3)
+    with torch.no_grad():
+        model.heads["style"].weight.copy_(torch.eye(2) * 20)
+        model.heads["style"].bias.zero_()
+        model.heads["genre"].weight.copy_(torch.tensor([[0.0, 20.0], [20.0, 0.0]]))  # genre "x" reads the right
+        model.heads["genre"].bias.zero_()
+    config = ModelConfig(architecture="red_halves", tasks={"style": ["left", "right"], "genre": ["x", "y"]},
+                         input_size=64, mean=[0.5] * 3, std=[0.5] * 3, temperature={"style": 2.0})
+    return Predictor(model, config)
+
+
+#: (rows, cols) of the two red patches in the 96 × 64 upload
+PATCHES = {"left": np.s_[10:50, 6:40], "right": np.s_[30:46, 66:82]}
+
+
+def _two_patches() -> Image.Image:
+    """Grey noise with a big red patch on the left and a small one on the right (96 × 64)."""
+    rng = np.random.default_rng(0)
+    arr = np.clip(128 + rng.normal(0, 10, (64, 96, 3)), 0, 255).astype(np.uint8)
+    for box in PATCHES.values():
+        arr[box] = (230, 20, 20)
+    return Image.fromarray(arr)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "occlusion", "ig"])
+def test_each_target_lights_its_own_evidence(method):
+    """Explaining the class the user picked, not the top prediction: "right" is the runner-up here."""
+    from artattr.explain import explain
+
+    predictor = _halves_predictor()
+    image = _two_patches()
+    assert predictor.predict(image)["style"][0][0] == "left"
+    options = {"ig": {"steps": 8}, "occlusion": {"window": 16, "stride": 8}}.get(method, {})
+    maps = {t: explain(predictor, image, method, task="style", target=t, **options) for t in ("left", "right")}
+    for target, heat in maps.items():
+        other = "right" if target == "left" else "left"
+        assert heat.shape == (64, 96) and heat[PATCHES[target]].max() > 0.5
+        assert heat[PATCHES[other]].max() < 0.2 * heat[PATCHES[target]].max(), \
+            f"{method} for {target!r} lights the other class's evidence"
+    assert not np.allclose(maps["left"], maps["right"], atol=0.1)
+    np.testing.assert_array_equal(explain(predictor, image, method, task="style", target=1, **options), maps["right"])
+    # None means the top prediction; another task reads its own head ("x" reads the right half)
+    np.testing.assert_array_equal(explain(predictor, image, method, task="style", **options), maps["left"])
+    genre = explain(predictor, image, method, task="genre", target="x", **options)
+    assert genre[PATCHES["left"]].max() < 0.2 * genre[PATCHES["right"]].max()
+
+
+def test_occlusion_reads_the_calibrated_probability_drop():
+    """Occlusion with non-overlapping 16-px windows: each window's value is p(x) - p(x with the window
+    replaced by the mean colour), p = softmax(logits / T) computed here; hiding evidence against the
+    class raises p, which the map clips to 0, and the map is scaled to a maximum of 1."""
+    from artattr.explain import attribute
+
+    predictor = _halves_predictor()
+    model = predictor.model
+    x = predictor.to_tensor(_two_patches())[None]
+    mean = x.mean((2, 3), keepdim=True)
+
+    def p_right(batch, t):
+        with torch.no_grad():
+            return _softmax(model(batch)["style"].double().numpy() / t)[:, 1]
+
+    for t in (2.0, 0.5):
+        drops = np.zeros((4, 4))
+        for i in range(4):
+            for j in range(4):
+                hidden = x.clone()
+                hidden[..., 16 * i:16 * i + 16, 16 * j:16 * j + 16] = mean
+                drops[i, j] = p_right(x, t)[0] - p_right(hidden, t)[0]
+        want = np.kron(drops.clip(min=0) / drops.max(), np.ones((16, 16)))
+        heat = attribute(model, x, "style", 1, "occlusion", temperature=t, window=16, stride=16, baseline="mean",
+                         precision="float32")
+        np.testing.assert_allclose(heat, want, atol=1e-4, err_msg=f"T={t}")
+        assert heat[:, :32].max() == 0  # the left half holds only evidence against "right"
+
+
+def test_integrated_gradients_satisfy_completeness():
+    """IG attributions sum to the logit difference between the input and its baseline (Sundararajan et al.)."""
+    from artattr.explain.base import Target, baseline_for
+    from artattr.explain.methods import integrated_gradients
+
+    predictor = _halves_predictor()
+    model = predictor.model
+    x = predictor.to_tensor(_two_patches())[None]
+    with torch.no_grad():
+        gap = float(model(x)["style"][0, 1] - model(baseline_for(x, "mean"))["style"][0, 1])
+    evidence = integrated_gradients(Target(model, "style", 1), x, steps=64, baseline="mean")
+    assert abs(gap) > 0.5
+    assert float(evidence.sum()) == pytest.approx(gap, rel=0.05)
+
+
+def test_default_model_heatmaps_depend_on_the_target(predictor, painting):
+    """On the real model two classes get different Grad-CAM maps, and neither is flat."""
+    from artattr.explain import explain
+
+    probs = predictor.run(painting).probs["style"]
+    first, last = int(probs.argmax()), int(probs.argmin())
+    a = explain(predictor, painting, "gradcam", task="style", target=first)
+    b = explain(predictor, painting, "gradcam", task="style", target=last)
+    assert a.std() > 0.05 and b.std() > 0.05
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] < 0.9
+
+
+# ------------------------------------------------------------------------------ checkpoints
+
+TASKS = {"style": ["a", "b", "c"], "genre": ["x", "y"]}
+
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(0)
+    model = artattr.create_model("efficientnet_lite0", tasks=TASKS).eval()
+    config = ModelConfig(architecture="efficientnet_lite0", tasks=TASKS, input_size=32, mean=[0.5] * 3, std=[0.5] * 3)
+    return save_checkpoint(model, config, tmp_path / "ckpt"), model
+
+
+def _header(path: Path) -> dict:
+    """The safetensors header, read from the file itself: 8-byte little-endian length, then JSON."""
+    data = path.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    return {k: v for k, v in json.loads(data[8:8 + n]).items() if k != "__metadata__"}
+
+
+def test_half_really_stores_float16(saved):
+    folder, model = saved
+    header = _header(folder / "model.safetensors")
+    state = model.state_dict()
+    assert set(header) == set(state)
+    assert {v["dtype"] for k, v in header.items() if state[k].is_floating_point()} == {"F32"}
+    save_checkpoint(model, artattr.read_config(folder), folder, half=True)
+    header = _header(folder / "model.safetensors")
+    for key, tensor in state.items():
+        assert header[key]["dtype"] == ("F16" if tensor.is_floating_point() else "I64"), key
+        assert header[key]["shape"] == list(tensor.shape), key
+    loaded, _ = load_checkpoint(folder)
+    for key, tensor in loaded.state_dict().items():
+        want = state[key].half().float() if state[key].is_floating_point() else state[key]
+        assert tensor.dtype == state[key].dtype and torch.equal(tensor, want), key
+
+
+@pytest.mark.parametrize("change", ["drop", "add"])
+def test_a_checkpoint_with_a_weight_missing_or_extra_is_refused(saved, change):
+    from safetensors.torch import load_file, save_file
+
+    folder, _ = saved
+    state = load_file(str(folder / "model.safetensors"))
+    key = "heads.genre.weight"
+    if change == "drop":
+        del state[key]
+    else:
+        state["heads.artist.weight"] = torch.zeros(2, 2)
+    save_file(state, str(folder / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: does not match.*" + ("missing \\['heads\\.genre\\.weight'\\]" if change == "drop"
+                                                                                         else "unexpected \\['heads\\.artist\\.weight'\\]")):
+        load_checkpoint(folder)
+
+
+def test_every_saved_weight_is_loaded(saved):
+    """No tensor keeps its fresh random initialisation: a silent strict=False would leave some."""
+    folder, model = saved
+    loaded, config = load_checkpoint(folder)
+    assert not loaded.training and config.tasks == TASKS
+    fresh = artattr.create_model("efficientnet_lite0", tasks=TASKS).state_dict()
+    for key, tensor in loaded.state_dict().items():
+        assert torch.equal(tensor, model.state_dict()[key]), key
+        if tensor.is_floating_point() and tensor.numel() > 1 and tensor.std() > 0:
+            assert not torch.equal(tensor, fresh[key]), key
+
+
+def test_save_writes_card_metadata_and_extra_folders(saved, tmp_path):
+    _, model = saved
+    config = ModelConfig(architecture="efficientnet_lite0", tasks=TASKS, input_size=32, unknown_label={"style": "c"},
+                         metrics={"style": {"top1": 0.5, "n": 10}, "note": "not a task"})
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    (plots / "curve.png").write_bytes(b"png")
+    out = save_checkpoint(model, config, tmp_path / "new" / "deeper" / "ckpt", description="Trained in a test.",
+                          extra_files={"plots": plots})
+    assert sorted(p.name for p in out.parent.iterdir()) == ["ckpt"]  # no temporary folder left behind
+    assert (out / "plots" / "curve.png").read_bytes() == b"png"
+    card = (out / "README.md").read_text()
+    assert "Trained in a test." in card
+    assert "\n## Tasks\n\n- **style**: 3 classes (`c` = not a known class)\n- **genre**: 2 classes\n" in card
+    assert "\n## Metrics\n\n| task | n | top1 |\n|---|---|---|\n| style | 10 | 0.500 |\n" in card
+    assert "\n## Intended use and limitations\n\nAn aid for art historians" in card
+    assert "32×32 px RGB (squash), normalised with mean [0.485, 0.456, 0.406] and std [0.229, 0.224, 0.225]" in card
+    data = (out / "model.safetensors").read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    assert json.loads(data[8:8 + n])["__metadata__"] == {"format": "pt", "artattr_format": "1"}
+
+
+def test_config_round_trip_and_refusals(tmp_path):
+    from artattr.config import FORMAT_VERSION
+
+    config = ModelConfig(architecture="x", tasks=TASKS, temperature={"style": 1.5}, unknown_label={"style": "c"})
+    (tmp_path / "config.json").write_text(config.to_json())
+    data = json.loads((tmp_path / "config.json").read_text())
+    assert data["mean"] == list(IMAGENET_MEAN) and data["std"] == list(IMAGENET_STD) and data["input_size"] == 160
+    assert data["resize"] == "squash" and data["format_version"] == FORMAT_VERSION
+    assert artattr.read_config(tmp_path) == config
+    (tmp_path / "config.json").write_text(json.dumps({**data, "future_key": 1}))
+    assert artattr.read_config(tmp_path) == config  # unknown keys from newer writers are ignored
+    (tmp_path / "config.json").write_text(json.dumps({k: v for k, v in data.items() if k != "format_version"}))
+    assert artattr.read_config(tmp_path) == config  # written before format_version existed: version 1
+    for bad, message in (({**data, "tasks": {"style": []}}, "non-empty list"), ({**data, "tasks": ["a"]}, "non-empty list"),
+                         ({**data, "tasks": {"style": "abc"}}, "non-empty list"),
+                         ({**data, "format_version": FORMAT_VERSION + 1}, "newer"), ([1, 2], "JSON object"),
+                         ({"tasks": TASKS}, re.escape(f"{tmp_path / 'config.json'}: missing required key(s) ['architecture']"))):
+        (tmp_path / "config.json").write_text(json.dumps(bad))
+        with pytest.raises(CheckpointError, match=message):
+            artattr.read_config(tmp_path)
+    with pytest.raises(CheckpointError, match="config.json: not found"):
+        artattr.read_config(tmp_path / "nowhere")
+
+
+def test_hub_module_is_reachable_from_the_package():
+    """Users write ``artattr.hub.resolve(...)`` after ``import artattr``."""
+    assert artattr.hub.resolve("default") == artattr.hub.DEFAULT_DIR
+    assert artattr.load().model_dir == artattr.hub.DEFAULT_DIR  # the default model is the default
+
+
+# ------------------------------------------------------------------------------ explorer gallery
+
+def test_gallery_search_place_and_round_trip(tmp_path):
+    """Cosine search, UMAP placing and the saved file, on four hand-placed paintings."""
+    import io
+
+    from artattr.embed import Gallery, nearest
+    from artattr.embed.gallery import PLACE_TEMPERATURE
+
+    emb = np.array([[1, 0, 0], [0.6, 0.8, 0], [0, 1, 0], [0, 0, 1]], np.float32)
+    umap = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], np.float32)
+    thumbs = []
+    for colour in ("red", "green", "blue", "white"):
+        buf = io.BytesIO()
+        Image.new("RGB", (4, 4), colour).save(buf, format="WEBP", lossless=True)
+        thumbs.append(buf.getvalue())
+    g = Gallery(embedding=emb, coords={"sphere": emb.copy(), "umap": umap}, labels={"style": np.array([0, 1, 1, -1])},
+                names={"style": ["Baroque", "Pop_Art"]}, thumbs=thumbs,
+                paths=[f"images/claude-monet_water-lilies-{i}.jpg" for i in range(4)])
+    idx, sims = g.search(np.array([2.0, 0, 0]), 3)  # not unit length: cosine all the same
+    assert idx.tolist() == [0, 1, 2] and np.allclose(sims, [1, 0.6, 0])
+    found = nearest(g, np.array([0.0, 1, 0]), 2)
+    assert [(n.index, round(n.similarity, 5), n.style) for n in found] == [(2, 1.0, "Pop_Art"), (1, 0.8, "Pop_Art")]
+    assert found[0].title == "Water lilies 2" and found[0].thumbnail.getpixel((1, 1)) == (0, 0, 255)
+    assert g.label("style", 3) == "" and g.label("genre", 0) == ""
+    # UMAP placing: the mean of the neighbours' points weighted by exp((sim - best) / T)
+    q = np.array([1.0, 0, 1]) / np.sqrt(2)
+    s = emb @ q
+    w = np.exp((s - s.max()) / PLACE_TEMPERATURE)
+    placed = g.place(q, sphere=np.array([0, 0, 2.0]))
+    np.testing.assert_allclose(placed["umap"], (w[:, None] * umap).sum(0) / w.sum(), atol=1e-6)
+    assert placed["umap"][2] == pytest.approx(0.5, abs=0.01)  # halfway between paintings 0 and 3
+    np.testing.assert_allclose(placed["sphere"], [0, 0, 1])
+    np.testing.assert_allclose(g.place(emb[3])["umap"], umap[3], atol=1e-6)
+
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    g.save(tmp_path)
+    back = Gallery.load(tmp_path)
+    assert back is not None and len(back) == 4 and back.meta["n"] == 4 and set(back.views) == {"sphere", "umap"}
+    np.testing.assert_allclose(back.embedding, emb, atol=1e-3)
+    np.testing.assert_array_equal(back.coords["umap"], umap)
+    assert back.labels["style"].tolist() == [0, 1, 1, -1] and back.names == g.names and back.paths == g.paths
+    assert back.thumbs == thumbs
+    (tmp_path / "model.safetensors").write_bytes(b"other weights")
+    with pytest.warns(UserWarning, match="other weights"):
+        assert Gallery.load(tmp_path) is None
