@@ -71,19 +71,18 @@ class Predictor:
         """Decode an upload and cut out the painting (:func:`artattr.locate.locate_painting`):
         ``(picture, corners)``, corners ``None`` when the whole image is used. Locating needs a larger
         decode than the model's input (a frame is a few pixels wide at 160 px): JPEGs then decode at
-        ``DECODE_SIZE``, once."""
-        if not (self.locate if locate is None else locate):
-            return self.load(image), None
-        return locate_painting(load_image(image, draft_size=max(DECODE_SIZE, self.config.input_size)))
+        ``DECODE_SIZE``, once. Pictures under ``MIN_SIDE`` px on a side are refused."""
+        locating = self.locate if locate is None else locate
+        img = load_image(image, draft_size=max(DECODE_SIZE, self.config.input_size)) if locating else self.load(image)
+        if min(img.size) < MIN_SIDE:
+            raise ValueError(f"The image is {img.width}×{img.height} px: too small to judge; "
+                             f"upload one at least {MIN_SIDE} px on each side.")
+        return locate_painting(img) if locating else (img, None)
 
     def pixels(self, image: ImageInput) -> torch.Tensor:
         """uint8 ``(S, S, 3)``: the model's view of one image before normalising; a quarter of the
         bytes of the float input, which is what DataLoader workers should pass between processes."""
-        img = self.load(image)
-        if min(img.size) < MIN_SIDE:
-            raise ValueError(f"The image is {img.width}×{img.height} px: too small to judge; "
-                             f"upload one at least {MIN_SIDE} px on each side.")
-        return torch.from_numpy(np.asarray(self.resize(img), dtype=np.uint8).copy())
+        return torch.from_numpy(np.asarray(self.resize(self.load(image)), dtype=np.uint8).copy())
 
     def to_tensor(self, image: ImageInput) -> torch.Tensor:
         """(3, S, S) normalised float tensor for one image."""

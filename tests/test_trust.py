@@ -90,11 +90,11 @@ def test_flags_from_hand_made_outputs():
     """The rules of ``artattr.flags`` on outputs whose answers are known by construction."""
     config = ModelConfig("x", {"style": ["a", "b"], "artist": ["p", "q", "other"]}, unknown_label={"artist": "other"},
                          thresholds={"artwork": 0.4, "unknown_artist": 0.5, "uncertain": {"style": 0.7, "artist": 0.6}})
-    sure = artattr.Output({"style": np.array([0.8, 0.2]), "artist": np.array([0.7, 0.2, 0.1])}, None, None, 0.9)
+    sure = artattr.Output({"style": np.array([0.8, 0.2]), "artist": np.array([0.7, 0.2, 0.1])}, None, None, artwork_score=0.9)
     assert artattr.flags(sure, config) == {"not_artwork": False, "artwork_score": 0.9, "unknown_artist": False,
                                            "unknown_artist_score": pytest.approx(0.3), "uncertain": []}
     # known artists split 0.3 / 0.25: 1 - 0.3 = 0.7 > 0.5 is unknown; 0.45 "other" is below 0.6: not sure
-    doubt = artattr.Output({"style": np.array([0.6, 0.4]), "artist": np.array([0.3, 0.25, 0.45])}, None, None, 0.3)
+    doubt = artattr.Output({"style": np.array([0.6, 0.4]), "artist": np.array([0.3, 0.25, 0.45])}, None, None, artwork_score=0.3)
     f = artattr.flags(doubt, config)
     assert f["not_artwork"] and f["unknown_artist"] and f["uncertain"] == ["style", "artist"]
     no_head = artattr.flags(artattr.Output({"style": np.array([0.8, 0.2])}, None, None), config)
