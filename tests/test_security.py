@@ -155,7 +155,7 @@ def test_only_photo_formats_are_opened(tmp_path, painting):
     for fmt in ("PPM", "TGA", "PCX"):
         path = tmp_path / f"x.{fmt.lower()}"
         Image.open(painting).save(path, format=fmt)
-        with pytest.raises(ValueError, match="not an image this app reads"):
+        with pytest.raises(ValueError, match="not an image file ArtAttr can open"):
             load_image(path)
 
 
@@ -186,7 +186,8 @@ def test_sessions_keep_small_copies_and_few_heatmaps(png_99mp, painting):
         with warnings.catch_warnings(record=True):
             state = app.predict({"path": str(upload)}, "default", "style")[0]
         assert max(state.image.size) <= app.DISPLAY_SIZE
-        assert min(sent[0].size) < 2 * 160 and all(max(img.size) <= app.DISPLAY_SIZE for img in sent[1:])
+        decoded = max(app.DECODE_SIZE, 160)  # the model's input size, or more to find the painting in a photo
+        assert min(sent[0].size) < 2 * decoded and all(max(img.size) <= app.DISPLAY_SIZE for img in sent[1:])
         labels = app.get_model("default").labels["style"]
         for label in labels[:7]:
             app.explain_heatmap(state, "gradcam", "style", label, 0.5, progress=lambda *a, **k: None)
@@ -326,6 +327,15 @@ BAD_CHECKPOINTS = [
 ]
 
 
+def test_every_config_field_is_checked():
+    """A field added to ModelConfig needs its row in SCHEMA (what it must be, and the check)."""
+    from dataclasses import fields
+
+    from artattr.config import SCHEMA, ModelConfig
+
+    assert {f.name for f in fields(ModelConfig)} == set(SCHEMA)
+
+
 @pytest.mark.parametrize("name, damage, message", BAD_CHECKPOINTS, ids=[c[0] for c in BAD_CHECKPOINTS])
 def test_bad_checkpoints_give_one_clear_message(name, damage, message, tmp_path, painting, capsys):
     from artattr.__main__ import main
@@ -390,17 +400,19 @@ def _writer(out: Path, first: int, started) -> None:
         _atomic_save({"epoch": version, "model": model.state_dict()}, out / "trainer_state.pt")
 
 
-def _check_last_good(out: Path, at_least: int) -> int:
-    """The checkpoint and the state load, each is one whole version (weights match config), never older."""
+def _check_last_good(out: Path, seen: tuple[int, int]) -> tuple[int, int]:
+    """The checkpoint and the state load, each is one whole version (weights match config), neither is
+    older than before, and the state (written after its checkpoint) is not ahead of it."""
     from train.fit import load_state
 
     model, config = load_checkpoint(out / "last")
     version = config.metrics["version"]
-    assert version >= at_least
     assert all(torch.all(p == version / 1000) for p in model.parameters())
     state = load_state(out / "trainer_state.pt")
-    assert state["epoch"] >= at_least and all(torch.all(t == state["epoch"] / 1000) for t in state["model"].values())
-    return version
+    epoch = state["epoch"]
+    assert all(torch.all(t == epoch / 1000) for t in state["model"].values())
+    assert version >= seen[0] and seen[1] <= epoch <= version
+    return version, epoch
 
 
 def test_killing_the_writer_at_any_moment_keeps_the_last_good_checkpoint(tmp_path):
@@ -410,23 +422,24 @@ def test_killing_the_writer_at_any_moment_keeps_the_last_good_checkpoint(tmp_pat
     save_checkpoint(_marked_model(0), artattr.ModelConfig("onelayer_cnn", {"style": ["a", "b"]}, input_size=64,
                                                           metrics={"version": 0}), out / "last")
     _atomic_save({"epoch": 0, "model": _marked_model(0).state_dict()}, out / "trainer_state.pt")
-    context, rng, version, kills = multiprocessing.get_context("fork"), random.Random(0), 0, 0
+    context, rng, seen, kills = multiprocessing.get_context("fork"), random.Random(0), (0, 0), 0
     for _ in range(16):
         started = context.Event()
-        proc = context.Process(target=_writer, args=(out, version + 1, started))
+        proc = context.Process(target=_writer, args=(out, seen[0] + 1, started))
         proc.start()
         started.wait(60)
         time.sleep(rng.uniform(0.0, 0.3))  # the moment of the kill: random, anywhere in a save
         proc.kill()
         proc.join()
         kills += proc.exitcode == -signal.SIGKILL
-        version = _check_last_good(out, version)
+        seen = _check_last_good(out, seen)
+    version = seen[0]
     print(f"{kills} kills; the last good checkpoint loaded every time (up to version {version})")
     assert kills >= 14 and version > 0
     save_checkpoint(_marked_model(version + 1), artattr.ModelConfig("onelayer_cnn", {"style": ["a", "b"]}, input_size=64,
                                                                     metrics={"version": version + 1}), out / "last")
     _atomic_save({"epoch": version + 1, "model": _marked_model(version + 1).state_dict()}, out / "trainer_state.pt")
-    assert _check_last_good(out, version + 1) == version + 1
+    assert _check_last_good(out, seen) == (version + 1, version + 1)
     assert sorted(p.name for p in out.iterdir()) == sorted(["last", os.readlink(out / "last"), "trainer_state.pt"])
     assert {oct(p.stat().st_mode & 0o777) for p in (out / "last").iterdir()} == {"0o644"}
 
