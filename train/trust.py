@@ -511,6 +511,15 @@ def artist_folds(v: Views, rows: list, config: artattr.ModelConfig, folds: int =
 
 # ------------------------------------------------------------------------------------------ report
 
+def _save(fig, path: Path) -> Path:
+    from .plots import _pyplot
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
 def _plot_reliability(probs: dict[str, np.ndarray], targets: dict[str, np.ndarray], path: Path) -> Path:
     """Accuracy against confidence in 15 bins per task (the diagonal is perfect calibration)."""
     from .plots import _pyplot
@@ -531,10 +540,7 @@ def _plot_reliability(probs: dict[str, np.ndarray], targets: dict[str, np.ndarra
         ax.set_xlabel("top probability")
         ax.set_ylabel("accuracy")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _plot_risk_coverage(curves: dict[str, tuple], marks: dict[str, tuple[float, float]], path: Path) -> Path:
@@ -553,10 +559,7 @@ def _plot_risk_coverage(curves: dict[str, tuple], marks: dict[str, tuple[float, 
     ax.set_ylim(0, None)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _plot_scores(groups: dict[str, np.ndarray], threshold: float, xlabel: str, path: Path) -> Path:
@@ -573,10 +576,7 @@ def _plot_scores(groups: dict[str, np.ndarray], threshold: float, xlabel: str, p
     ax.set_xlabel(xlabel)
     ax.set_ylabel("density")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def trust_report(out: str | Path, config: artattr.ModelConfig, probs: dict[str, np.ndarray],
