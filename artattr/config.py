@@ -36,6 +36,8 @@ class ModelConfig:
     resize: str = "squash"
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    #: Pillow filter of the resize ("bilinear", "bicubic", "lanczos"); see ``artattr.preprocess``
+    resample: str = "bilinear"
     #: extra keyword arguments for ``create_model`` (embed_dim, arcface_task, dropout, ...)
     model_args: dict = field(default_factory=dict)
     #: per-task softmax temperature fitted on validation data, so probabilities are calibrated
@@ -166,6 +168,7 @@ SCHEMA: dict[str, tuple[str, Callable[[Any, dict], bool]]] = {
               f"1-{MAX_LABELS} distinct label names", _tasks),
     "input_size": ("an integer from 16 to 1024", lambda v, d: _int(v, 16, 1024)),
     "resize": ("'squash' or 'center_crop'", lambda v, d: v in ("squash", "center_crop")),
+    "resample": ("'bilinear', 'bicubic' or 'lanczos'", lambda v, d: v in ("bilinear", "bicubic", "lanczos")),
     "mean": ("a list of 3 finite numbers", lambda v, d: isinstance(v, list) and len(v) == 3 and all(_number(x, -10, 10) for x in v)),
     "std": ("a list of 3 numbers from 0.001 to 10", lambda v, d: isinstance(v, list) and len(v) == 3 and all(_number(x, 1e-3, 10) for x in v)),
     "model_args": (f"a map of argument names to JSON values (numbers within ±{MAX_MODEL_INT}, embed_dim up to "

@@ -18,6 +18,7 @@ from .images import ImageInput, load_image
 from .locate import DECODE_SIZE, locate_painting
 from .models.heads import ARTWORK_KEY, EMBEDDING_KEYS
 from .output import Output, flags, recalibrate
+from .preprocess import Preprocess
 from .output import top_k as _top_k
 
 #: Pictures with a shorter side than this (px) are refused: too little to judge, whatever the model says.
@@ -42,30 +43,22 @@ class Predictor:
         self.model_dir = Path(model_dir) if model_dir else None
         self.labels = config.tasks
         self.locate = locate  # find the painting in photos of it (artattr.locate) unless run(..., locate=False)
-        self._mean = torch.tensor(config.mean).view(3, 1, 1)
-        self._std = torch.tensor(config.std).view(3, 1, 1)
+        self.preprocess = Preprocess.from_config(config)
 
     @property
     def tasks(self) -> list[str]:
         return list(self.config.tasks)
 
     def resize(self, img: Image.Image) -> Image.Image:
-        """The model's view of an image: exactly what training saw (see ``ModelConfig.resize``)."""
-        size = self.config.input_size
-        if self.config.resize == "center_crop":
-            w, h = img.size
-            scale = size / min(w, h)
-            img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR, reducing_gap=3.0)
-            left, top = (img.width - size) // 2, (img.height - size) // 2
-            return img.crop((left, top, left + size, top + size))
-        return img.resize((size, size), Image.BILINEAR, reducing_gap=3.0)
+        """The model's view of an image: exactly what training saw (see :mod:`artattr.preprocess`)."""
+        return self.preprocess.resize(img)
 
     def load(self, image: ImageInput) -> Image.Image:
         """Decode an upload (see :func:`artattr.images.load_image`), skipping detail the model never sees:
         a JPEG decodes at the smallest DCT scale still covering the input size (a 1024×768 photo at
         256×192 for 160 px), so decoding costs a fifth of a forward pass instead of two fifths.
         Callers that also show the picture decode their own, larger copy."""
-        return load_image(image, draft_size=self.config.input_size)
+        return self.preprocess.load(image)
 
     def find(self, image: ImageInput, locate: bool | None = None) -> tuple[Image.Image, np.ndarray | None]:
         """Decode an upload and cut out the painting (:func:`artattr.locate.locate_painting`):
@@ -92,7 +85,7 @@ class Predictor:
         """uint8 ``(..., S, S, 3)`` pixels of resized images -> the model's normalised ``(..., 3, S, S)``
         input; batches decoded elsewhere (e.g. in DataLoader workers) go through the same definition.
         The result keeps the pixels' channels-last memory layout, the one the model runs fastest on."""
-        return (pixels.movedim(-1, -3).float().div_(255.0) - self._mean) / self._std
+        return self.preprocess.normalise(pixels)
 
     @torch.inference_mode()
     def forward_batch(self, batch: torch.Tensor) -> list[Output]:

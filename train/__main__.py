@@ -7,7 +7,7 @@ import sys
 
 COMMANDS = {
     "fit": ("train.fit", "fine-tune a model from a YAML config (--config train/configs/NAME.yaml --key value)"),
-    "evaluate": ("train.evaluate", "score a checkpoint on a metadata.csv folder and write the report"),
+    "evaluate": ("train.evaluate", "score a checkpoint on any --data source and write the report"),
     "push": ("train.push", "upload a checkpoint folder to the Hugging Face Hub"),
     "gallery": ("train.gallery", "build the explorer gallery inside a checkpoint folder"),
     "trust": ("train.trust", "fit the not-a-painting head, temperatures and trust thresholds of a checkpoint"),

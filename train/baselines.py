@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .data import TASKS, Vocab, read_rows, split_rows
+from .data import TASKS, Vocab, load_source, split_rows
 from .metrics import all_metrics
 
 PROBES = ("logreg", "forest")
@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m train.baselines", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="default", help="checkpoint whose frozen trunk embeds the images")
-    parser.add_argument("--data", default="../shared/data/wikiart11")
+    parser.add_argument("--data", default="../shared/data/wikiart11",
+                        help="metadata.csv folder, CSV, ImageFolder or hf:NAME[:SPLIT] (as `train fit --data`)")
+    parser.add_argument("--split", default="csv", choices=("csv", "random", "artist"), help="as `train fit --split`")
     parser.add_argument("--kind", choices=PROBES, default="logreg")
     parser.add_argument("--features", default="features", help="features (pooled trunk) | embedding | sphere")
     parser.add_argument("--limit", type=int, default=0, help="first N train rows (and N/4 val rows)")
@@ -90,13 +92,13 @@ def main(argv: list[str] | None = None) -> int:
 
     predictor = artattr.load(args.model)
     cfg = predictor.config
-    train_rows, val_rows = split_rows(read_rows(args.data), "csv")
+    train_rows, val_rows = split_rows(load_source(args.data), args.split)
     if args.limit:
         train_rows, val_rows = train_rows[: args.limit], val_rows[: max(args.limit // 4, 8)]
     vocab = Vocab({t: v for t, v in cfg.tasks.items() if t in TASKS}, dict(cfg.unknown_label))
 
     def embed(rows):
-        ds = ImageRows(rows, vocab, cfg.input_size, cfg.mean, cfg.std)
+        ds = ImageRows(rows, vocab, predictor.preprocess)
         return frozen_features(predictor.model, (x for x, _, _ in DataLoader(ds, batch_size=64, num_workers=1)), args.features)
 
     x_train, x_val = embed(train_rows), embed(val_rows)

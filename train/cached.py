@@ -7,11 +7,15 @@ its mirror image, the only augmentation that keeps brushwork intact) and train t
 This is how the embedded default checkpoint is made::
 
     python -m train fit --config train/configs/default.yaml
-    python -m train.cached --config train/configs/default.yaml   # the same, recipe forced to cached
+
+Under torchrun rank 0 computes the cache and every process trains on its shard of it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 from pathlib import Path
 
 import torch
@@ -19,7 +23,12 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .data import ImageRows
+from artattr.preprocess import Preprocess
+
+from .args import ConfigError
+from .data import ImageRows, Row, Vocab
+from .dist import Dist
+from .feeds import Feed, epoch_gen, shard
 
 
 def lite_parts(model: nn.Module, k: int) -> tuple[nn.Module, nn.Module]:
@@ -60,9 +69,47 @@ def _collate(batch):
     return torch.stack(xs), {t: torch.stack([y[t] for y in ys]) for t in ys[0]}, torch.tensor(oks)
 
 
-if __name__ == "__main__":
-    import sys
 
-    from .fit import main
+class Top(nn.Module):
+    """blocks[k:] + head + pooling + the task heads: what trains on cached trunk activations."""
 
-    sys.exit(main(sys.argv[1:] + ["--recipe", "cached"]))
+    def __init__(self, model: nn.Module, k: int):
+        super().__init__()
+        self.model, self.top = model, lite_parts(model, k)[1]
+
+    def forward(self, f: torch.Tensor) -> dict:
+        return self.model.forward_head(self.top(f.float().contiguous(memory_format=torch.channels_last)))
+
+
+def cached_feed(args, train_rows: list[Row], val_rows: list[Row], vocab: Vocab, model: nn.Module,
+                preprocess: Preprocess, device: torch.device, d: Dist = Dist()) -> Feed:
+    """The CPU recipe: blocks[:frozen_blocks] run once per image (and its mirror image), the rest trains."""
+    if not args.architecture.startswith("efficientnet_lite"):
+        raise ConfigError(f"recipe 'cached' needs an EfficientNet-Lite architecture, not {args.architecture!r}")
+    trunk, _ = lite_parts(model, args.frozen_blocks)
+    trunk.eval().requires_grad_(False)
+    key = hashlib.sha1(json.dumps([args.data, args.architecture, repr(preprocess), args.frozen_blocks, args.split,
+                                   args.limit, len(train_rows)]).encode()).hexdigest()[:12]
+    cache = Path(args.cache_dir).expanduser() / key
+    if d.main:
+        cache_features(trunk, ImageRows(train_rows, vocab, preprocess), cache / "train.pt", True, "train")
+        cache_features(trunk, ImageRows(val_rows, vocab, preprocess), cache / "val.pt", False, "val")
+    d.barrier()
+    tr, va = torch.load(cache / "train.pt"), torch.load(cache / "val.pt")
+    n, bs = len(train_rows), args.batch_size
+
+    def batches(epoch: int, train: bool):
+        order = torch.tensor(list(shard(len(train_rows if train else val_rows), d, args.seed, epoch, train)))
+        if not train:
+            for i in range(0, len(order), 256):
+                idx = order[i: i + 256]
+                yield va["feats"][idx].to(device), idx, va["ok"][idx]
+            return
+        gen = epoch_gen(args.seed, epoch, 0, d.rank)
+        for i in range(0, len(order), bs):
+            idx = order[i: i + bs]
+            flip = torch.rand(len(idx), generator=gen) < 0.5
+            yield torch.where(flip[:, None, None, None], tr["flips"][idx], tr["feats"][idx]).to(device), idx, tr["ok"][idx]
+
+    return Feed(batches, lambda net: Top(net, args.frozen_blocks), math.ceil(n // d.world / bs),
+                lambda net: list(lite_parts(net, args.frozen_blocks)[1].parameters()), lambda net, epoch: net.train())

@@ -25,26 +25,26 @@ from tqdm import tqdm
 
 import artattr
 
-from .data import MISSING, read_rows
+from .data import MISSING, Row, image_input, load_source, split_rows
 from .metrics import all_metrics, task_metrics
 
 log = logging.getLogger("train")
 
 
 class _Images(Dataset):
-    """``Predictor.pixels`` of each path; ``Predictor.normalise`` finishes the batch in the main
+    """``Predictor.pixels`` of each row's image; ``Predictor.normalise`` finishes the batch in the main
     process. Unreadable: zeros, ``ok=False``."""
 
-    def __init__(self, predictor: artattr.Predictor, paths: list[str]):
-        self.predictor, self.paths = predictor, paths
+    def __init__(self, predictor: artattr.Predictor, rows: list[Row]):
+        self.predictor, self.rows = predictor, rows
         self.size = predictor.config.input_size
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.rows)
 
     def __getitem__(self, i: int):
         try:
-            return self.predictor.pixels(self.paths[i]), True
+            return self.predictor.pixels(image_input(self.rows[i])), True
         except (ValueError, OSError):
             return torch.zeros(self.size, self.size, 3, dtype=torch.uint8), False
 
@@ -95,21 +95,27 @@ def _json(obj) -> str:
 
 
 def evaluate(model_id: str, data: str | Path, out: str | Path, split: str | None = "val", batch_size: int = 64,
-             workers: int = 1, photos: str | Path | None = None) -> dict:
-    """Write the report for ``model_id`` on ``data``'s metadata.csv rows of ``split`` (all rows when
-    the CSV has no split column or ``split`` is None/"all"); returns metrics.json's content. The trust
-    report (``trust.md``) adds the not-a-painting detection rate on the pictures in ``photos``."""
+             workers: int = 1, imagefolder_task: str = "style", photos: str | Path | None = None) -> dict:
+    """Write the report for ``model_id`` on ``data``'s rows of ``split`` (all rows when the data has no
+    split or ``split`` is None/"all"); ``data`` is any source :func:`train.data.load_source` reads.
+    Returns metrics.json's content. The trust report (``trust.md``) adds the not-a-painting detection
+    rate on the pictures in ``photos``."""
     t0 = time.time()
     predictor = artattr.load(model_id)
     config = predictor.config
-    rows = read_rows(data)
-    if split and split != "all" and any(r.split for r in rows):
+    rows = load_source(str(data), tuple(config.tasks), imagefolder_task)
+    if split and split.startswith("artist:"):  # the held-out artists of `train fit --split artist --val_fold K`
+        fold = split.partition(":")[2]
+        if not fold.isdigit():
+            raise ValueError(f"--split {split!r}: expected artist:K with a fold number K")
+        rows = split_rows(rows, "artist", val_fold=int(fold))[1]
+    elif split and split != "all" and any(r.split for r in rows):
         available = sorted({r.split for r in rows})
         rows = [r for r in rows if r.split == split]
         if not rows:
             raise ValueError(f"{data}: no rows with split {split!r} (splits: {available}); use --split all")
     if not rows:
-        raise ValueError(f"{data}: metadata.csv has no rows")
+        raise ValueError(f"{data}: no rows")
     tasks = [t for t in config.tasks if any(r.labels.get(t) for r in rows)]
     if not tasks:
         raise ValueError(f"{data}: no labels for the checkpoint's tasks {list(config.tasks)}")
@@ -130,7 +136,7 @@ def evaluate(model_id: str, data: str | Path, out: str | Path, split: str | None
                 excluded[t][label] += 1
         targets[t] = y
 
-    loader = DataLoader(_Images(predictor, [r.path for r in rows]), batch_size=batch_size, num_workers=workers,
+    loader = DataLoader(_Images(predictor, rows), batch_size=batch_size, num_workers=workers,
                         prefetch_factor=4 if workers else None)
     probs = {t: np.zeros((len(rows), len(config.tasks[t])), dtype=np.float32) for t in tasks}
     ok = np.zeros(len(rows), dtype=bool)
@@ -148,7 +154,7 @@ def evaluate(model_id: str, data: str | Path, out: str | Path, split: str | None
     targets = {t: np.where(ok, y, MISSING) for t, y in targets.items()}
     metrics, _ = write_report(out, probs, targets, {t: config.tasks[t] for t in tasks},
                               {t: u for t, u in config.unknown_label.items() if t in tasks}, extra={
-        "checkpoint": str(model_id), "data": str(data), "split": split if any(r.split for r in rows) else "all",
+        "checkpoint": str(model_id), "data": str(data), "split": split if (split or "").startswith("artist:") or any(r.split for r in rows) else "all",
         "rows": len(rows), "unreadable": int((~ok).sum()),
         "excluded_unknown_labels": {t: dict(c.most_common()) for t, c in excluded.items() if c},
         "seconds": round(time.time() - t0, 2),
@@ -162,9 +168,12 @@ def evaluate(model_id: str, data: str | Path, out: str | Path, split: str | None
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="checkpoint folder, 'default' or hf-hub:ORG/NAME[@REV]")
-    parser.add_argument("--data", required=True, help="folder with metadata.csv (path,style,artist,genre[,split])")
-    parser.add_argument("--split", default="val", help="rows of this split ('all': every row); ignored without a split column")
+    parser.add_argument("--data", required=True, help="folder with metadata.csv (path,style,artist,genre[,split]), "
+                        "a CSV, an ImageFolder (ROOT/[train|val/]CLASS/*.jpg) or hf:NAME[:SPLIT]")
+    parser.add_argument("--split", default="val", help="rows of this split ('all': every row; 'artist:K': artist fold K, "
+                        "as `train fit --split artist --val_fold K`); ignored without a split column")
     parser.add_argument("--out", required=True, help="report folder")
+    parser.add_argument("--imagefolder-task", default="style", help="the task an ImageFolder's class folders name")
     parser.add_argument("--photos", help="folder of pictures that are not paintings (photos500): not-a-painting detection rate")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=1,
@@ -173,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
     try:
-        metrics = evaluate(args.checkpoint, args.data, args.out, args.split, args.batch_size, args.workers, args.photos)
+        metrics = evaluate(args.checkpoint, args.data, args.out, args.split, args.batch_size, args.workers,
+                           args.imagefolder_task, args.photos)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -30,7 +30,7 @@ from tqdm import tqdm
 import artattr
 from artattr.embed.gallery import PLACE_K, PLACE_TEMPERATURE, TASKS, Gallery
 
-from .data import Row, read_rows
+from .data import Row, image_input, load_source
 from .metrics import task_metrics
 
 WEBP_QUALITY = 75  # ~1 KB per 64 px thumbnail: 5,000 paintings fit in ~7 MB with their embeddings
@@ -62,7 +62,7 @@ def embed_rows(predictor: artattr.Predictor, rows: list[Row], thumb: int = 0, ba
         tensors = []
         for row in rows[start: start + batch_size]:
             try:
-                img = predictor.load(row.path)
+                img = predictor.load(image_input(row))
             except ValueError as err:
                 bad.append(f"{row.path}: {err}")
                 continue
@@ -266,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train gallery", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="local checkpoint folder; the gallery is written to CHECKPOINT/gallery/")
-    parser.add_argument("--data", required=True, help="data folder with metadata.csv (path,style,artist,genre[,split,artist_fold])")
+    parser.add_argument("--data", required=True, help="data folder with metadata.csv (path,style,artist,genre[,split,artist_fold]), "
+                        "a CSV, an ImageFolder (ROOT/[train|val/]CLASS/*.jpg) or hf:NAME[:SPLIT]")
     parser.add_argument("--max-images", type=int, default=5000, help="gallery size (training rows, balanced by style)")
     parser.add_argument("--thumb", type=int, default=64, help="thumbnail size in pixels (WebP)")
     parser.add_argument("--eval-images", type=int, default=5000, help="validation paintings used to measure quality (0: skip)")
@@ -281,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--max-images must be at least {MIN_GALLERY} and --thumb at least 8")
     try:
         predictor = artattr.load(ckpt)
-        rows = read_rows(args.data)
+        rows = load_source(args.data)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
     has_split = any(r.split for r in rows)

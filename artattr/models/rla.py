@@ -13,59 +13,22 @@ with ImageNet weights those start at zero, so the network starts out computing e
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
+from timm.layers import EcaModule, SEModule
+from timm.layers.cbam import CbamModule
 from torchvision.models.resnet import Bottleneck
 
 from ..registry import register_model
 from .heads import MultiTaskModel
 
 
-class SE(nn.Module):
-    """Squeeze-and-excitation: a gate per channel from the globally pooled map."""
-
-    def __init__(self, channels: int, reduction: int = 16):
-        super().__init__()
-        self.fc = nn.Sequential(nn.Conv2d(channels, channels // reduction, 1), nn.ReLU(inplace=True),
-                                nn.Conv2d(channels // reduction, channels, 1), nn.Sigmoid())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.fc(x.mean((2, 3), keepdim=True))
-
-
-class ECA(nn.Module):
-    """Efficient channel attention: SE without the bottleneck, a 1-D conv across neighbouring channels."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        k = int(abs(math.log2(channels) / 2 + 0.5))
-        k = k if k % 2 else k + 1  # odd, so the window is centred on each channel
-        self.conv = nn.Conv1d(1, 1, k, padding=k // 2, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.conv(x.mean((2, 3))[:, None, :])[:, 0]
-        return x * torch.sigmoid(w)[:, :, None, None]
-
-
-class CBAM(nn.Module):
-    """Channel gate from average- and max-pooled descriptors, then a 7x7 spatial gate."""
-
-    def __init__(self, channels: int, reduction: int = 16, kernel: int = 7):
-        super().__init__()
-        self.mlp = nn.Sequential(nn.Conv2d(channels, channels // reduction, 1, bias=False), nn.ReLU(inplace=True),
-                                 nn.Conv2d(channels // reduction, channels, 1, bias=False))
-        self.spatial = nn.Conv2d(2, 1, kernel, padding=kernel // 2, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x * torch.sigmoid(self.mlp(x.mean((2, 3), keepdim=True)) + self.mlp(x.amax((2, 3), keepdim=True)))
-        return x * torch.sigmoid(self.spatial(torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], 1)))
-
-
-ATTENTION = {"none": None, "se": SE, "eca": ECA, "cbam": CBAM}
+#: channel attention on each block's residual branch, as timm implements the papers: SE (Hu et al. 2018,
+#: reduction 16), ECA (Wang et al. 2020, adaptive 1-D kernel), CBAM (Woo et al. 2018: channel gate from
+#: avg + max pooling, then a 7x7 conv + BatchNorm spatial gate, as in the authors' code)
+ATTENTION = {"none": None, "se": SEModule, "eca": EcaModule, "cbam": CbamModule}
 
 
 class ConvLSTMCell(nn.Module):
