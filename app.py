@@ -56,8 +56,6 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.jpg"))
 #: What the dataset says about each example (title, artist, date, style, genre), for its caption.
 EXAMPLE_INFO = {r["file"]: r for r in csv.DictReader((ROOT / "examples" / "examples.csv").open(encoding="utf-8"))}
 TASKS = ("artist", "style", "genre")
-#: A calibrated top probability below this is shown as a guess, not an answer.
-UNCERTAIN_BELOW = 0.5
 #: Heatmaps are drawn on a copy this large; the model itself only ever sees ``input_size``.
 DISPLAY_SIZE = 448
 #: Heatmaps kept per upload (each ~0.8 MB): switching back to a recent class costs nothing.
@@ -184,30 +182,55 @@ def _source(upload: dict | str | None) -> str | None:
     return str(real)
 
 
-def _labels(model: Model, upload: Upload | None) -> list[dict | None]:
+def _labels(model: Model, upload: Upload | None) -> list[dict | str | None]:
+    """Bars per task; "Not a painting" / "Not sure" / "Unknown artist" in place of a headline that
+    would claim more than the model knows (the note lists the guesses)."""
     if upload is None:
         return [None] * len(TASKS)
     top = artattr.top_k(upload.output, model.labels, 5)
-    return [{model.config.name(t, label): p for label, p in top[t]} if t in top else None for t in TASKS]
+    flags = artattr.flags(upload.output, model.config)
+    if flags["not_artwork"]:
+        return ["Not a painting" if t in top else None for t in TASKS]
+    shown = []
+    for t in TASKS:
+        if t not in top:
+            shown.append(None)
+        elif t == "artist" and flags["unknown_artist"]:
+            shown.append("Unknown artist")
+        elif t in flags["uncertain"]:
+            shown.append("Not sure")
+        else:
+            shown.append({model.config.name(t, label): p for label, p in top[t]})
+    return shown
 
 
 def _note(config: artattr.ModelConfig, output: artattr.Output) -> str:
-    """Say plainly when an answer is a guess: calibrated probabilities make the threshold meaningful."""
+    """Say plainly what not to trust, most serious first; never call a flagged answer reliable."""
+    flags = artattr.flags(output, config)
+    if flags["not_artwork"]:
+        return ("**This does not look like a painting — the answers below are not meaningful** "
+                f"(painting score {flags['artwork_score']:.0%}).")
     lines = []
     for task in TASKS:
         if task not in output.probs:
             continue
         p = output.probs[task]
-        best = int(p.argmax())
-        label = config.tasks[task][best]
-        if label == config.unknown_label.get(task):
+        guesses = ", ".join(f"{config.name(task, config.tasks[task][i])} {p[i]:.0%}" for i in p.argsort()[::-1][:3])
+        if task == "artist" and flags["unknown_artist"]:
             known = len(config.tasks[task]) - 1
-            lines.append(f"**{task}**: probably none of the {known} {task}s this model knows ({p[best]:.0%} '{label}').")
-        elif p[best] < UNCERTAIN_BELOW:
-            lines.append(f"**{task}**: uncertain: the best guess, {config.name(task, label)}, has only {p[best]:.0%}.")
+            lines.append(f"**{task}**: probably none of the {known} artists this model knows (closest: {guesses}).")
+        elif task in flags["uncertain"]:
+            lines.append(f"**{task}**: not sure; best guesses {guesses}.")
     if not lines:
-        return f"All answers have a calibrated probability of at least {UNCERTAIN_BELOW:.0%}."
+        return "Every answer passed the model's confidence check" + _checked_accuracy(config) + "."
     return "\n".join(f"- {line}" for line in lines)
+
+
+def _checked_accuracy(config: artattr.ModelConfig) -> str:
+    """How often answers that pass the check were right on held-out paintings (from the model card)."""
+    acc = config.metrics.get("trust", {}).get("answered_accuracy", {}) if isinstance(config.metrics, dict) else {}
+    parts = [f"{task} {acc[task]:.0%}" for task in TASKS if isinstance(acc.get(task), (int, float))]
+    return f" (on held-out paintings such answers were right: {', '.join(parts)})" if parts else ""
 
 
 def _class_choices(model: Model, upload: Upload | None, task: str) -> dict:
@@ -253,9 +276,9 @@ def predict(upload: dict | str | None, model_id: str, task: str, area: str = "pa
             image = artattr.load_image(source, draft_size=max(DECODE_SIZE, model.config.input_size) if locate
                                        else model.config.input_size)
             whole = _display_copy(source, image)
+        output = _call("run", model.dir, image, locate)  # also refuses pictures too small to judge
     except ValueError as err:
         raise gr.Error(str(err), title="Unusable image", print_exception=False) from None
-    output = _call("run", model.dir, image, locate)
     painting = whole if output.crop is None else rectify(image, output.crop, max_side=DISPLAY_SIZE)
     state = Upload(model_id, painting, output, whole)
     note = "\n\n".join(filter(None, [fallback, _note(model.config, state.output)]))
@@ -397,8 +420,10 @@ TASK_TITLES = {"artist": "Artist", "style": "Movement (style)", "genre": "Genre"
 TASK_NOUNS = {"style": "movements", "artist": "artists", "genre": "genres"}
 HOW_TO_READ = (
     "**How to read this.** Each box lists the model's five likeliest answers. The percentages are calibrated: of "
-    f"the answers it gives with 80 %, about 8 in 10 are right; below {UNCERTAIN_BELOW:.0%} treat the answer as a "
-    "guess. **Why?** shows which parts of the picture drove an answer; **3D explorer** and **Similar works** show "
+    "the answers it gives with 80 %, about 8 in 10 are right. Where it is not sure, the box says **Not sure** (the "
+    "answers it does give were right about 9 in 10 times for movement and genre, 8 in 10 for artist, on paintings it "
+    "never trained on); it also says when a picture does not look like a painting or the artist is probably none it "
+    "knows. **Why?** shows which parts of the picture drove an answer; **3D explorer** and **Similar works** show "
     "the known paintings the model finds closest. Check them before you trust a name.")
 
 

@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 from .config import CheckpointError, ModelConfig, read_config  # noqa: E402
 from .images import load_image  # noqa: E402
-from .output import Output, top_k  # noqa: E402
+from .output import Output, flags, top_k  # noqa: E402
 
 #: name -> the module (importing torch) that defines it
 _TORCH_NAMES = {"Predictor": "predictor", "load": "predictor", "load_checkpoint": "checkpoint",
@@ -34,6 +34,6 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "CheckpointError", "ModelConfig", "Output", "Predictor", "create_model", "list_models", "load",
+    "CheckpointError", "ModelConfig", "Output", "Predictor", "create_model", "flags", "list_models", "load",
     "load_checkpoint", "load_image", "read_config", "register_model", "save_checkpoint", "top_k", "__version__",
 ]

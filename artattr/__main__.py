@@ -36,13 +36,16 @@ def find_images(paths: Iterable[str], recursive: bool = False) -> Iterator[Path]
 
 def record(path: Path, output, config, top_k: int) -> dict:
     """One image's answer as printed (``--json``) and written (``--csv``): every task's top-k with
-    the name people read and the raw label. The one place that decides what a result holds."""
+    the name people read and the raw label, and what not to trust (``artattr.flags``: ``not_artwork``,
+    ``artwork_score``, ``unknown_artist``, ``uncertain``). The one place that decides what a result holds."""
+    from .output import flags
     from .output import top_k as ranked
 
     return {"path": str(path), "predictions": {
         task: [{"name": config.name(task, label), "label": label, "probability": round(float(p), 6)} for label, p in pairs]
         for task, pairs in ranked(output, config.tasks, top_k).items()},
-        "crop": None if output.crop is None else [[round(float(v), 4) for v in corner] for corner in output.crop]}
+        "crop": None if output.crop is None else [[round(float(v), 4) for v in corner] for corner in output.crop],
+        **flags(output, config)}
 
 
 def csv_row(rec: dict) -> dict:
@@ -57,7 +60,7 @@ def csv_row(rec: dict) -> dict:
 
 
 def text(rec: dict) -> str:
-    lines = [rec["path"]]
+    lines = [rec["path"] + ("  (does not look like a painting: the answers are not meaningful)" if rec.get("not_artwork") else "")]
     for task, answers in rec["predictions"].items():
         lines.append(f"  {task:<7} " + ", ".join(f"{a['name']} {a['probability']:.1%}" for a in answers))
     return "\n".join(lines)

@@ -40,23 +40,58 @@ def model_card(config: ModelConfig, description: str = "") -> str:
     for task, labels in config.tasks.items():
         lines.append(f"- **{task}**: {len(labels)} classes" + (f" (`{config.unknown_label[task]}` = not a known class)" if task in config.unknown_label else "")
                      + ": " + ", ".join(config.name(task, label) for label in labels if label != config.unknown_label.get(task)))
-    if config.metrics:
-        keys = sorted({k for m in config.metrics.values() if isinstance(m, dict) for k in m})
+    per_task = {t: m for t, m in config.metrics.items() if isinstance(m, dict) and t != "trust"}
+    if per_task:
+        keys = sorted({k for m in per_task.values() for k in m})
         lines += ["", "## Metrics", "", "| task | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-        for task, m in config.metrics.items():
-            if isinstance(m, dict):
-                lines.append(f"| {task} | " + " | ".join(_fmt(m.get(k)) for k in keys) + " |")
+        for task, m in per_task.items():
+            lines.append(f"| {task} | " + " | ".join(_fmt(m.get(k)) for k in keys) + " |")
+    lines += _trust_card(config)
     lines += [
         "", "## Input", "",
         f"{config.input_size}×{config.input_size} px RGB ({config.resize}), normalised with mean {config.mean} and std {config.std}.",
         "", "## Intended use and limitations", "",
         "An aid for art historians, not an authentication: it ranks likely artists, movements and genres",
         "from the look of a photo. It knows only the classes listed in `config.json`, learned from WikiArt",
+    ]
+    lines += [
         "reproductions (mostly Western art, 15th–20th century); photos with frames, glare or heavy crops,",
         "forgeries and works by unlisted artists will still get confident-looking answers. Use the heatmaps",
         "and similar works to check why, and treat low top probabilities as 'uncertain'.",
+    ] if not config.thresholds else [
+        "reproductions (mostly Western art, 15th–20th century). It says when a picture does not look like a",
+        "painting, when the artist is probably none it knows, and which answers it is not sure of, at the rates",
+        "above: estimates, wrong for some pictures both ways. Close-up textures (gravel, grass, brick) and",
+        "deep-sky photos look like abstract paintings to it and are often not flagged; forgeries, copies and",
+        "pastiches are not detected.",
+        "Use the heatmaps and similar works to check why.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _trust_card(config: ModelConfig) -> list[str]:
+    """The card's section on the flags (``train/trust.py`` puts the numbers in ``metrics["trust"]``)."""
+    trust = config.metrics.get("trust")
+    if not config.thresholds or not isinstance(trust, dict):
+        return []
+    try:
+        na, uv, uf = trust["not_artwork"], trust["unknown_artist_val"], trust["unknown_artist_folds"]
+        lines = ["", "## Answers you can trust", "",
+                 f"Measured on data the fitted parts never saw ({trust['how']}).", "",
+                 "| task | ECE | answered (not flagged 'uncertain') | accuracy of answered |", "|---|---:|---:|---:|"]
+        lines += [f"| {t} | {trust['ece'][t]:.3f} | {trust['coverage'][t]:.1%} | {trust['answered_accuracy'][t]:.1%} |"
+                  for t in trust["ece"]]
+        lines += ["", f"- **Not a painting**: {na['photos_flagged_unseen_classes']:.1%} of everyday photos of unseen class "
+                  f"groups flagged; false alarms on {na['val_paintings_flagged']:.1%} of val paintings, "
+                  f"{na['val_museum_photos_flagged']:.1%} of paintings rendered as museum photos (frame, wall, angle, glare; "
+                  "synthetic, not real museum shots).",
+                  f"- **Unknown artist**: {uv['unknown_flagged']:.1%} of val paintings by artists outside the known list "
+                  f"flagged, {uv['known_flagged']:.1%} of known-artist ones (AUROC {uv['auroc']:.3f}); painters from "
+                  f"held-out artist folds: {uf['unknown_flagged']:.1%} flagged, {uf['known_flagged']:.1%} of known "
+                  f"(AUROC {uf['auroc']:.3f})."]
+    except (KeyError, TypeError, ValueError):  # a hand-edited config.json: the card skips the section
+        return []
+    return lines
 
 
 def _fmt(v) -> str:

@@ -48,6 +48,11 @@ class ModelConfig:
     display: dict[str, dict[str, str]] = field(default_factory=dict)
     #: metrics measured at export ({task: {metric: value}}), shown in the card and the app
     metrics: dict = field(default_factory=dict)
+    #: trust thresholds (``train/trust.py``): ``{"artwork": score below = not a painting, "unknown_artist":
+    #: score above = unknown artist, "uncertain": {task: top probability below = not sure}}``
+    thresholds: dict = field(default_factory=dict)
+    #: per-task ``[xs, ys]``: monotone map of the top probability after the temperature (``artattr.output.recalibrate``)
+    calibration: dict[str, list[list[float]]] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     artattr_version: str = __version__
 
@@ -99,8 +104,8 @@ MAX_LABELS = 10_000
 MAX_NAME = 200
 MAX_MODEL_INT = 16_384
 MAX_EMBED_DIM = 4_096
-#: model outputs that are not tasks (``artattr.models.heads.EMBEDDING_KEYS``)
-RESERVED_TASKS = ("embedding", "sphere")
+#: model outputs that are not tasks (``artattr.models.heads.EMBEDDING_KEYS`` and ``ARTWORK_KEY``)
+RESERVED_TASKS = ("embedding", "sphere", "artwork")
 
 
 def _int(v: Any, lo: int, hi: int) -> bool:
@@ -138,6 +143,19 @@ def _json_value(v: Any, bound: float | None = None) -> bool:
     return v is None or isinstance(v, bool) or isinstance(v, str) and len(v) <= MAX_NAME
 
 
+def _curve(v: Any) -> bool:
+    """``[xs, ys]``: two equally long non-decreasing lists of probabilities (a calibration map)."""
+    return (isinstance(v, list) and len(v) == 2 and all(isinstance(xs, list) and 2 <= len(xs) <= MAX_LABELS for xs in v)
+            and len(v[0]) == len(v[1]) and all(_number(x, 0, 1) for xs in v for x in xs)
+            and all(a <= b for xs in v for a, b in zip(xs, xs[1:])))
+
+
+def _thresholds(v: Any, data: dict) -> bool:
+    return (isinstance(v, dict) and set(v) <= {"artwork", "unknown_artist", "uncertain"}
+            and all(_number(v[k], 0, 1) for k in ("artwork", "unknown_artist") if k in v)
+            and _map(v.get("uncertain", {}), lambda p: _number(p, 0, 1)))
+
+
 def _model_args(v: Any, data: dict) -> bool:
     return (_map(v, lambda x: _json_value(x, MAX_MODEL_INT), 64) and ("embed_dim" not in v or _int(v["embed_dim"], 0, MAX_EMBED_DIM))
             and v.get("arcface_task") in (None, "", *(data["tasks"] if isinstance(data.get("tasks"), dict) else ())))
@@ -160,6 +178,10 @@ SCHEMA: dict[str, tuple[str, Callable[[Any, dict], bool]]] = {
     "display": ("a map of task names to maps of label names to display names",
                 lambda v, d: _map(v, lambda names: _map(names, _name, MAX_LABELS))),
     "metrics": ("a map of names to numbers, strings or maps of them", lambda v, d: _map(v, _json_value, MAX_LABELS)),
+    "thresholds": ("{'artwork': p, 'unknown_artist': p, 'uncertain': {task: p}} with probabilities from 0 to 1",
+                   _thresholds),
+    "calibration": ("a map of task names to [xs, ys], two equally long non-decreasing lists of probabilities",
+                    lambda v, d: _map(v, _curve)),
     "format_version": (f"an integer from 1 to {FORMAT_VERSION}", lambda v, d: _int(v, 1, FORMAT_VERSION)),
     "artattr_version": ("a version string", lambda v, d: _name(v)),
 }

@@ -7,6 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .config import ModelConfig
+
+#: Top probability below which an answer is "not sure" when a checkpoint has no fitted threshold.
+DEFAULT_UNCERTAIN = 0.5
+
 
 @dataclass
 class Output:
@@ -18,6 +23,7 @@ class Output:
     #: where the painting was found in the upload (artattr.locate): corners TL, TR, BR, BL as (4, 2)
     #: fractions of its width and height; None when the whole image was used
     crop: np.ndarray | None = None
+    artwork_score: float | None = None  # P(painting) from the artwork head; None when the model has none
 
 
 def top_k(output: Output, labels: dict[str, list[str]], k: int = 5) -> dict[str, list[tuple[str, float]]]:
@@ -27,3 +33,57 @@ def top_k(output: Output, labels: dict[str, list[str]], k: int = 5) -> dict[str,
         order = np.argsort(-p)[:k]
         result[task] = [(labels[task][i], float(p[i])) for i in order]
     return result
+
+
+def recalibrate(probs: np.ndarray, curve: list[list[float]]) -> np.ndarray:
+    """Map each row's top probability through the monotone ``curve`` (``[xs, ys]``, fitted by isotonic
+    regression on held-out paintings) and rescale the others to sum to one. A temperature alone cannot
+    calibrate the artist head: it is over-confident at the top and under-confident below (the
+    heterogeneous "other" class). The top answer stays on top, so accuracy does not change."""
+    p = np.atleast_2d(probs)
+    rows, best = np.arange(len(p)), p.argmax(1)
+    top = p[rows, best]
+    second = np.partition(p, -2, axis=1)[:, -2] if p.shape[1] > 1 else np.zeros(len(p))
+    new_top = np.maximum(np.interp(top, *curve), second / np.maximum(1.0 - top + second, 1e-12))
+    out = p * ((1.0 - new_top) / np.maximum(1.0 - top, 1e-12))[:, None]
+    out[rows, best] = new_top
+    return out.astype(p.dtype).reshape(probs.shape)
+
+
+def unknown_score(output: Output, config: ModelConfig, task: str = "artist") -> float | None:
+    """1 - the largest probability of a *known* class: high when the answer is the unknown label
+    ("other") and also when the probability is spread over many known artists, which is how
+    paintings by artists never seen in training look (``train/trust.py`` measures it)."""
+    unknown = config.unknown_label.get(task)
+    if task not in output.probs or unknown not in config.tasks[task]:
+        return None
+    p = np.delete(output.probs[task], config.tasks[task].index(unknown))
+    return float(1.0 - p.max())
+
+
+def flags(output: Output, config: ModelConfig) -> dict:
+    """What may be trusted in ``output``, as the CLI's JSON and the app state it:
+
+    ``not_artwork`` (the artwork score is below ``thresholds["artwork"]``), ``artwork_score``,
+    ``unknown_artist`` (with its ``unknown_artist_score``) and ``uncertain``, the tasks whose top
+    probability is below that task's threshold. A checkpoint without fitted thresholds never says
+    "not a painting", calls the artist unknown when "other" is the top answer, and is "not sure"
+    below ``DEFAULT_UNCERTAIN``."""
+    th = config.thresholds
+    score = output.artwork_score
+    unknown = unknown_score(output, config)
+    if unknown is None:
+        unknown_artist = False
+    elif "unknown_artist" in th:
+        unknown_artist = unknown > th["unknown_artist"]
+    else:
+        labels = config.tasks["artist"]
+        unknown_artist = labels[int(output.probs["artist"].argmax())] == config.unknown_label["artist"]
+    return {
+        "not_artwork": bool(score is not None and "artwork" in th and score < th["artwork"]),
+        "artwork_score": None if score is None else float(score),
+        "unknown_artist": bool(unknown_artist),
+        "unknown_artist_score": unknown,
+        "uncertain": [t for t, p in output.probs.items()
+                      if float(p.max()) < th.get("uncertain", {}).get(t, DEFAULT_UNCERTAIN)],
+    }

@@ -16,10 +16,19 @@ from .config import ModelConfig
 from .hub import resolve
 from .images import ImageInput, load_image
 from .locate import DECODE_SIZE, locate_painting
-from .models.heads import EMBEDDING_KEYS
-from .output import Output
+from .models.heads import ARTWORK_KEY, EMBEDDING_KEYS
+from .output import Output, flags, recalibrate
 from .preprocess import Preprocess
 from .output import top_k as _top_k
+
+#: Pictures with a shorter side than this (px) are refused: too little to judge, whatever the model says.
+MIN_SIDE = 32
+
+
+class Answers(dict):
+    """``{task: [(label, probability), ...]}`` as before, plus ``.flags`` (see :func:`artattr.output.flags`)."""
+
+    flags: dict
 
 
 class Predictor:
@@ -55,10 +64,13 @@ class Predictor:
         """Decode an upload and cut out the painting (:func:`artattr.locate.locate_painting`):
         ``(picture, corners)``, corners ``None`` when the whole image is used. Locating needs a larger
         decode than the model's input (a frame is a few pixels wide at 160 px): JPEGs then decode at
-        ``DECODE_SIZE``, once."""
-        if not (self.locate if locate is None else locate):
-            return self.load(image), None
-        return locate_painting(load_image(image, draft_size=max(DECODE_SIZE, self.config.input_size)))
+        ``DECODE_SIZE``, once. Pictures under ``MIN_SIDE`` px on a side are refused."""
+        locating = self.locate if locate is None else locate
+        img = load_image(image, draft_size=max(DECODE_SIZE, self.config.input_size)) if locating else self.load(image)
+        if min(img.size) < MIN_SIDE:
+            raise ValueError(f"The image is {img.width}×{img.height} px: too small to judge; "
+                             f"upload one at least {MIN_SIDE} px on each side.")
+        return locate_painting(img) if locating else (img, None)
 
     def pixels(self, image: ImageInput) -> torch.Tensor:
         """uint8 ``(S, S, 3)``: the model's view of one image before normalising; a quarter of the
@@ -80,11 +92,15 @@ class Predictor:
         out = self.model(batch)
         probs = {t: torch.softmax(out[t].float() / self.config.temperature.get(t, 1.0), dim=-1).numpy()
                  for t in self.config.tasks}
+        probs = {t: recalibrate(p, self.config.calibration[t]) if t in self.config.calibration else p
+                 for t, p in probs.items()}
         emb = {k: out[k].float().numpy() for k in EMBEDDING_KEYS if k in out}
+        artwork = torch.sigmoid(out[ARTWORK_KEY].float()).numpy() if ARTWORK_KEY in out else None
         return [
             Output(probs={t: p[i] for t, p in probs.items()},
                    embedding=emb["embedding"][i] if "embedding" in emb else None,
-                   sphere=emb["sphere"][i] if "sphere" in emb else None)
+                   sphere=emb["sphere"][i] if "sphere" in emb else None,
+                   artwork_score=None if artwork is None else float(artwork[i]))
             for i in range(batch.shape[0])
         ]
 
@@ -93,11 +109,17 @@ class Predictor:
         ``self.locate``)."""
         return self.run_batch([image], locate=locate)[0]
 
-    def top_k(self, output: Output, top_k: int = 5) -> dict[str, list[tuple[str, float]]]:
-        return _top_k(output, self.labels, top_k)
+    def top_k(self, output: Output, top_k: int = 5) -> Answers:
+        answers = Answers(_top_k(output, self.labels, top_k))
+        answers.flags = self.flags(output)
+        return answers
 
-    def predict(self, image: ImageInput, top_k: int = 5, locate: bool | None = None) -> dict[str, list[tuple[str, float]]]:
-        """``{task: [(label, probability), ...]}``, most likely first."""
+    def flags(self, output: Output) -> dict:
+        """``not_artwork``, ``artwork_score``, ``unknown_artist`` (+ score) and ``uncertain`` tasks."""
+        return flags(output, self.config)
+
+    def predict(self, image: ImageInput, top_k: int = 5, locate: bool | None = None) -> Answers:
+        """``{task: [(label, probability), ...]}``, most likely first; ``.flags`` says what to trust."""
         return self.top_k(self.run(image, locate), top_k)
 
     def predict_batch(self, images: Sequence[ImageInput], top_k: int = 5, batch_size: int = 32) -> list[dict]:

@@ -31,7 +31,8 @@ def test_upload_answers_heatmap_explorer_and_error(tmp_path, predictor, painting
     sync_api = pytest.importorskip("playwright.sync_api")
     artifacts = ROOT / "artifacts"
     artifacts.mkdir(exist_ok=True)
-    top_style = predictor.predict(painting, 1)["style"][0][0]
+    answers = predictor.predict(painting, 1)
+    top_style = "Not sure" if "style" in answers.flags["uncertain"] else answers["style"][0][0]  # as the app words it
     # The explorer needs a gallery: a second model (the default's weights plus a small gallery) is
     # picked in the UI, which also drives the model picker in a real browser.
     gallery_model = str(checkpoint_with_gallery(tmp_path / "with-gallery", val_rows[:40], data_dir))
@@ -70,6 +71,27 @@ def test_upload_answers_heatmap_explorer_and_error(tmp_path, predictor, painting
             browser.close()
 
 
+def test_a_photo_is_called_not_a_painting(tmp_path):
+    """An everyday photo (photos500, a tiger cat) is answered in words first and gets no bars."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    photo = ROOT.parent / "shared" / "data" / "photos500" / "images" / "n02123159.jpg"
+    if not photo.is_file():
+        pytest.skip(f"photos500 not found at {photo.parent.parent}")
+    with running_app(tmp_path / "app.log") as url, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(url)
+            page.locator("#upload input[type=file]").set_input_files(str(photo))
+            note = page.locator("#note")
+            sync_api.expect(note).to_contain_text("This does not look like a painting", timeout=TIMEOUT_MS)
+            assert note.inner_text().strip().startswith("This does not look like a painting")
+            sync_api.expect(page.locator("#label-style [data-testid=label-output-value]")).to_have_text("Not a painting")
+            page.screenshot(path=str(ROOT / "artifacts" / "app-browser-photo.png"), full_page=True)
+        finally:
+            browser.close()
+
+
 def test_names_about_explorer_and_phone_layout(tmp_path, predictor, val_rows, data_dir):
     """What an art historian reads: an accented artist name, the "About this model" panel, an explorer
     that fills its panel, full similar-works captions, and a 390 px phone page that never scrolls sideways.
@@ -77,8 +99,12 @@ def test_names_about_explorer_and_phone_layout(tmp_path, predictor, val_rows, da
     sync_api = pytest.importorskip("playwright.sync_api")
     artifacts = ROOT / "artifacts"
     artifacts.mkdir(exist_ok=True)
-    sorolla = next(data_dir / r["path"] for r in val_rows if r["artist"] == "joaqu-n-sorolla"
-                   and predictor.predict(data_dir / r["path"], 1)["artist"][0][0] == "joaqu-n-sorolla")
+    def named(path) -> bool:  # the app names the artist only when it is neither unsure nor "unknown"
+        answers = predictor.predict(path, 1)
+        return (answers["artist"][0][0] == "joaqu-n-sorolla" and "artist" not in answers.flags["uncertain"]
+                and not answers.flags["unknown_artist"])
+
+    sorolla = next(data_dir / r["path"] for r in val_rows if r["artist"] == "joaqu-n-sorolla" and named(data_dir / r["path"]))
     gallery_model = str(checkpoint_with_gallery(tmp_path / "with-gallery", val_rows[:40], data_dir))
     expect = sync_api.expect
 

@@ -110,7 +110,8 @@ def test_simultaneous_99_megapixel_uploads_all_get_an_answer(app_url, png_99mp, 
     with ThreadPoolExecutor(4) as pool:
         answers = list(pool.map(one, [png_99mp] * 4))
     assert len(answers) == 4 and all(answers)
-    top = artattr.load("default").predict(painting, 1)["style"][0][0]
+    answers = artattr.load("default").predict(painting, 1)
+    top = "Not sure" if "style" in answers.flags["uncertain"] else answers["style"][0][0]  # the app's headline
     assert re.sub(r"[^a-z]", "", one(painting).lower()) == re.sub(r"[^a-z]", "", top.lower())
 
 

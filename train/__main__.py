@@ -10,6 +10,7 @@ COMMANDS = {
     "evaluate": ("train.evaluate", "score a checkpoint on any --data source and write the report"),
     "push": ("train.push", "upload a checkpoint folder to the Hugging Face Hub"),
     "gallery": ("train.gallery", "build the explorer gallery inside a checkpoint folder"),
+    "trust": ("train.trust", "fit the not-a-painting head, temperatures and trust thresholds of a checkpoint"),
     "models": ("train.models_table", "list the architectures with their measured numbers"),
     "names": ("train.display_names", "write the reviewed label display names into a checkpoint's config.json"),
     "locate": ("train.fit_locate", "fit the painting locator's scorer on synthetic wall photos (artattr/locate.json)"),

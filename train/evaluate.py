@@ -95,10 +95,11 @@ def _json(obj) -> str:
 
 
 def evaluate(model_id: str, data: str | Path, out: str | Path, split: str | None = "val", batch_size: int = 64,
-             workers: int = 1, imagefolder_task: str = "style") -> dict:
+             workers: int = 1, imagefolder_task: str = "style", photos: str | Path | None = None) -> dict:
     """Write the report for ``model_id`` on ``data``'s rows of ``split`` (all rows when the data has no
     split or ``split`` is None/"all"); ``data`` is any source :func:`train.data.load_source` reads.
-    Returns metrics.json's content."""
+    Returns metrics.json's content. The trust report (``trust.md``) adds the not-a-painting detection
+    rate on the pictures in ``photos``."""
     t0 = time.time()
     predictor = artattr.load(model_id)
     config = predictor.config
@@ -139,12 +140,14 @@ def evaluate(model_id: str, data: str | Path, out: str | Path, split: str | None
                         prefetch_factor=4 if workers else None)
     probs = {t: np.zeros((len(rows), len(config.tasks[t])), dtype=np.float32) for t in tasks}
     ok = np.zeros(len(rows), dtype=bool)
+    artwork = np.zeros(len(rows), dtype=np.float32)
     start = 0
     for x, good in tqdm(loader, desc="evaluating", unit="batch", leave=False):
         outputs = predictor.forward_batch(predictor.normalise(x))
         for t in tasks:
             probs[t][start: start + len(x)] = np.stack([o.probs[t] for o in outputs])
         ok[start: start + len(x)] = good.numpy()
+        artwork[start: start + len(x)] = [np.nan if o.artwork_score is None else o.artwork_score for o in outputs]
         start += len(x)
     for i in np.flatnonzero(~ok):
         log.warning("skipping unreadable image %s", rows[i].path)
@@ -156,6 +159,9 @@ def evaluate(model_id: str, data: str | Path, out: str | Path, split: str | None
         "excluded_unknown_labels": {t: dict(c.most_common()) for t, c in excluded.items() if c},
         "seconds": round(time.time() - t0, 2),
     })
+    from .trust import evaluate_trust
+
+    evaluate_trust(out, predictor, probs, targets, None if np.isnan(artwork).any() else artwork[ok], photos)
     return metrics
 
 
@@ -168,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                         "as `train fit --split artist --val_fold K`); ignored without a split column")
     parser.add_argument("--out", required=True, help="report folder")
     parser.add_argument("--imagefolder-task", default="style", help="the task an ImageFolder's class folders name")
+    parser.add_argument("--photos", help="folder of pictures that are not paintings (photos500): not-a-painting detection rate")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=1,
                         help="decoding processes (one keeps up with the model on 2 cores: decoding is ~10x cheaper)")
@@ -176,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
     try:
         metrics = evaluate(args.checkpoint, args.data, args.out, args.split, args.batch_size, args.workers,
-                           args.imagefolder_task)
+                           args.imagefolder_task, args.photos)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

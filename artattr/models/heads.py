@@ -11,6 +11,8 @@ import torch.nn.functional as F
 
 #: Keys of :meth:`MultiTaskModel.forward` that are embeddings, not task logits.
 EMBEDDING_KEYS = ("embedding", "sphere")
+#: Key of :meth:`MultiTaskModel.forward`'s "is this a painting?" logit (models built with ``artwork_head=True``).
+ARTWORK_KEY = "artwork"
 #: Prefix of the multilabel outputs (``"multilabel/tags"``): independent sigmoid logits, trained
 #: with BCE, kept apart from the softmax tasks so code that reads ``model.tasks`` never sees them.
 MULTILABEL_PREFIX = "multilabel/"
@@ -46,6 +48,8 @@ class MultiTaskModel(nn.Module):
     single pass so the app gets answers and explorer coordinates from one forward.
     ``multilabel`` ({name: n or [labels]}, e.g. tags and media) adds sigmoid heads whose logits
     come out under ``MULTILABEL_PREFIX + name``.
+    ``artwork_head`` adds one linear unit on the pooled features whose logit (under ``ARTWORK_KEY``)
+    says whether the input is a painting at all; it is fitted after training (``train/trust.py``).
     ``cam_layer`` names the module Grad-CAM reads; ``cam_reshape`` turns its output into
     (B, C, H, W) for token-based backbones.
     """
@@ -66,6 +70,7 @@ class MultiTaskModel(nn.Module):
         mean: tuple[float, ...] = (0.485, 0.456, 0.406),
         std: tuple[float, ...] = (0.229, 0.224, 0.225),
         multilabel: dict[str, int | list[str]] | None = None,
+        artwork_head: bool = False,
     ):
         super().__init__()
         self.mean, self.std = list(mean), list(std)  # the normalisation the backbone was pretrained with
@@ -81,6 +86,7 @@ class MultiTaskModel(nn.Module):
         self.multilabel = nn.ModuleDict({k: nn.Linear(feat_dim, n) for k, n in self.multilabel_sizes.items()})
         self.embedding = nn.Linear(feat_dim, embed_dim) if embed_dim else None
         self.sphere = nn.Linear(feat_dim, 3) if sphere else None
+        self.artwork = nn.Linear(feat_dim, 1) if artwork_head else None
         self.arcface = nn.ModuleDict()
         if arcface_task:
             if arcface_task not in self.tasks:
@@ -107,6 +113,8 @@ class MultiTaskModel(nn.Module):
         out = {t: head(dropped) for t, head in self.heads.items()}
         out.update({MULTILABEL_PREFIX + k: head(dropped) for k, head in self.multilabel.items()})
         out.update(self.embed(feats))
+        if self.artwork is not None:
+            out[ARTWORK_KEY] = self.artwork(feats)[:, 0]
         return out
 
     def embed(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
