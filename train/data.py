@@ -99,7 +99,8 @@ def imagefolder_rows(root: Path, task: str = "style") -> list[Row]:
                 if f.suffix.lower() in IMAGE_EXTS:
                     rows.append(Row(path=str(f), labels={t: (cls.name if t == task else "") for t in TASKS}, split=split))
     if not rows:
-        raise ValueError(f"{root}: no images in class sub-folders (expected ROOT/CLASS/image.jpg)")
+        raise ValueError(f"{root}: no metadata.csv and no images in class sub-folders "
+                         "(expected ROOT/metadata.csv or ROOT/CLASS/image.jpg)")
     return rows
 
 
