@@ -99,7 +99,7 @@ def _open(source: ImageInput) -> Image.Image:
     try:
         img = Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError:
-        raise ValueError(f"{name} is not an image this app reads ({', '.join(FORMATS)}).") from None
+        raise ValueError(f"{name} is not an image file ArtAttr can open ({', '.join(FORMATS)}).") from None
     except Image.DecompressionBombError as err:
         raise ValueError(f"{name} is too large to process safely: {err}") from None
     except (OSError, SyntaxError):  # a header cut short: "Truncated File Read" from the format plugin
