@@ -58,7 +58,7 @@ class ModelConfig:
 
     def name(self, task: str, label: str) -> str:
         """What people read for a label: the checkpoint's display name, else the slug prettified."""
-        return self.display.get(task, {}).get(label) or pretty(task, label)
+        return display_name(self.display, task, label)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False)
@@ -80,6 +80,12 @@ class ModelConfig:
                 raise CheckpointError(f"{source}: {key!r} must be {what}, got {_short(data[key])}.")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def display_name(display: dict[str, dict[str, str]], task: str, label: str) -> str:
+    """``display`` (a checkpoint's ``{task: {label: name}}``) names the label, else the slug is prettified;
+    the one rule the config, the gallery and every surface share."""
+    return display.get(task, {}).get(label) or pretty(task, label)
 
 
 def pretty(task: str, label: str) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..config import pretty, read_config
+from ..config import display_name, read_config
 
 GALLERY_DIR = "gallery"
 ARRAYS_FILE, META_FILE = "gallery.npz", "meta.json"
@@ -78,7 +78,7 @@ class Gallery:
 
     def name(self, task: str, label: str) -> str:
         """A label as people write it (the checkpoint's display name, else the slug prettified)."""
-        return self.display.get(task, {}).get(label) or pretty(task, label) if label else ""
+        return display_name(self.display, task, label) if label else ""
 
     @cached_property
     def _titles_dates(self) -> list[tuple[str, str]]:
