@@ -417,6 +417,37 @@ def test_occlusion_reads_the_calibrated_probability_drop():
         assert heat[:, :32].max() == 0  # the left half holds only evidence against "right"
 
 
+def test_occlusion_reads_the_recalibrated_probability_drop():
+    """With a calibration map, occlusion reads the probability the answer shows. Two classes, worked
+    by hand: the top class gets max(map(top), 1/2), the other class the rest, 1 - that."""
+    from artattr.explain import attribute
+
+    predictor = _halves_predictor()
+    model = predictor.model
+    x = predictor.to_tensor(_two_patches())[None]
+    mean = x.mean((2, 3), keepdim=True)
+    curve = [[0.0, 0.5, 0.985, 1.0], [0.0, 0.5, 0.9, 1.0]]  # kinked where "left" sits: the map changes shape
+
+    def p_right(batch):
+        with torch.no_grad():
+            p = _softmax(model(batch)["style"].double().numpy())[0]
+        shown_top = max(np.interp(p.max(), *curve), 0.5)
+        return shown_top if p[1] >= p[0] else 1 - shown_top
+
+    drops = np.zeros((4, 4))
+    for i in range(4):
+        for j in range(4):
+            hidden = x.clone()
+            hidden[..., 16 * i:16 * i + 16, 16 * j:16 * j + 16] = mean
+            drops[i, j] = p_right(x) - p_right(hidden)
+    want = np.kron(drops.clip(min=0) / drops.max(), np.ones((16, 16)))
+    heat = attribute(model, x, "style", 1, "occlusion", window=16, stride=16, baseline="mean", precision="float32",
+                     calibration=curve)
+    np.testing.assert_allclose(heat, want, atol=1e-4)
+    assert not np.allclose(heat, attribute(model, x, "style", 1, "occlusion", window=16, stride=16, baseline="mean",
+                                           precision="float32"), atol=1e-3)
+
+
 def test_explain_passes_the_tasks_temperature_and_checks_the_index():
     """explain() hands attribute() the task's temperature from config.json, 1 for a task without one
     (the upload is the input size, so no resampling hides a difference)."""

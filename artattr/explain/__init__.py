@@ -63,6 +63,7 @@ def explain(predictor: Predictor, image: ImageInput, method: str = "gradcam", ta
     img = load_image(image)
     x = predictor.to_tensor(img)[None]
     index = target_index(predictor, x, task, target)
-    temperature = predictor.config.temperature.get(task, 1.0)
-    heat = attribute(predictor.model, x, task, index, method, temperature, progress, **options)
+    config = predictor.config
+    heat = attribute(predictor.model, x, task, index, method, config.temperature.get(task, 1.0), progress,
+                     config.calibration.get(task), **options)
     return to_upload(heat, predictor, img.size)

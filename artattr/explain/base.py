@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..output import recalibrate
+
 #: ``progress(fraction, description)``; the app passes a wrapper around ``gr.Progress``.
 Progress = Callable[[float, str], None]
 
@@ -29,15 +31,20 @@ class Target:
     task: str
     index: int
     temperature: float = 1.0
+    calibration: list[list[float]] | None = None  # the checkpoint's top-probability map (``artattr.output.recalibrate``)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Gradient methods read logits: softmax saturates and would flatten their gradients."""
         return self.model(x)[self.task]
 
     def probs(self, x: torch.Tensor) -> torch.Tensor:
-        """Perturbation methods read the calibrated probability the user is shown (in float32 even
-        when the network ran in bfloat16, so small probability changes are not rounded away)."""
-        return torch.softmax(self.logits(x).float() / self.temperature, dim=-1)
+        """Perturbation methods read the calibrated probability the user is shown: temperature, then
+        the checkpoint's top-probability map, as ``Predictor`` computes it (in float32 even when the
+        network ran in bfloat16, so small probability changes are not rounded away)."""
+        probs = torch.softmax(self.logits(x).float() / self.temperature, dim=-1)
+        if self.calibration is None:
+            return probs
+        return torch.from_numpy(recalibrate(probs.detach().numpy(), self.calibration))
 
 
 class Method(Protocol):
@@ -142,11 +149,13 @@ def normalise(evidence: torch.Tensor) -> np.ndarray:
 
 
 def attribute(model: nn.Module, x: torch.Tensor, task: str, index: int, method: str | Method = "gradcam",
-              temperature: float = 1.0, progress: Progress | None = None, **options) -> np.ndarray:
-    """Heatmap (S, S) in [0, 1] of class ``index`` of ``task`` on the model input ``x`` (1, 3, S, S)."""
+              temperature: float = 1.0, progress: Progress | None = None,
+              calibration: list[list[float]] | None = None, **options) -> np.ndarray:
+    """Heatmap (S, S) in [0, 1] of class ``index`` of ``task`` on the model input ``x`` (1, 3, S, S);
+    ``temperature`` and ``calibration`` make the probability perturbation methods read the one shown."""
     fn = METHODS.get(method) if isinstance(method, str) else method
     if fn is None:
         raise ValueError(f"Unknown explanation method {method!r}; choose one of {', '.join(METHODS)}.")
     with attribution_mode(model):
-        evidence = fn(Target(model, task, index, temperature), x, progress, **options)
+        evidence = fn(Target(model, task, index, temperature, calibration), x, progress, **options)
     return normalise(evidence)

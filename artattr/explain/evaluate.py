@@ -112,7 +112,8 @@ class Sanity:
 
 
 def sanity_check(method: str | Method, model: nn.Module, randomised: nn.Module, inputs: Sequence[torch.Tensor],
-                 task: str, temperature: float = 1.0, threshold: float = SANITY_THRESHOLD) -> Sanity:
+                 task: str, temperature: float = 1.0, threshold: float = SANITY_THRESHOLD,
+                 calibration: list[list[float]] | None = None) -> Sanity:
     """Do ``method``'s maps of the trained model differ from those of its randomised copy?
 
     Both models explain the same class (the trained model's top prediction) on the same inputs.
@@ -121,8 +122,8 @@ def sanity_check(method: str | Method, model: nn.Module, randomised: nn.Module, 
     for x in inputs:
         with torch.inference_mode():
             index = int(model(x)[task][0].argmax())
-        trained = attribute(model, x, task, index, method, temperature)
-        scores.append(similarity(trained, attribute(randomised, x, task, index, method, temperature)))
+        trained = attribute(model, x, task, index, method, temperature, calibration=calibration)
+        scores.append(similarity(trained, attribute(randomised, x, task, index, method, temperature, calibration=calibration)))
     mean = float(np.mean(scores))
     return Sanity(mean, mean < threshold)
 
@@ -143,6 +144,7 @@ def evaluate(predictor, paths: Sequence[Path], task: str = "style", methods: Seq
              steps: int = 20, sanity_images: int = 20, log: Callable[[str], None] = print) -> dict:
     """Deletion/insertion AUC per method and baseline, and the sanity check, as a JSON-able dict."""
     model, temperature = predictor.model, predictor.config.temperature.get(task, 1.0)
+    calibration = predictor.config.calibration.get(task)  # perturbation methods and the score read the shown probability
     candidates: dict[str, str | Method] = {**{m: m for m in methods}, **BASELINES}
     runs = {name: {"deletion": [], "insertion": [], "seconds": []} for name in candidates}
     inputs = []
@@ -151,11 +153,11 @@ def evaluate(predictor, paths: Sequence[Path], task: str = "style", methods: Seq
         inputs.append(x)
         with torch.inference_mode():
             index = int(model(x)[task][0].argmax())
-        target = Target(model, task, index, temperature)
+        target = Target(model, task, index, temperature, calibration)
         score = lambda batch: target.probs(batch)[:, index]  # noqa: E731
         for name, method in candidates.items():
             start = time.perf_counter()
-            heat = attribute(model, x, task, index, method, temperature)
+            heat = attribute(model, x, task, index, method, temperature, calibration=calibration)
             runs[name]["seconds"].append(time.perf_counter() - start)
             runs[name]["deletion"].append(auc(curve(score, x, heat, steps, seed=i)))
             runs[name]["insertion"].append(auc(curve(score, x, heat, steps, insertion=True, seed=i)))
@@ -175,7 +177,8 @@ def evaluate(predictor, paths: Sequence[Path], task: str = "style", methods: Seq
     for level in ("head", "all"):
         randomised = randomise(model, level)
         for name, method in candidates.items():
-            result = sanity_check(method, model, randomised, inputs[:sanity_images], task, temperature)
+            result = sanity_check(method, model, randomised, inputs[:sanity_images], task, temperature,
+                                  calibration=calibration)
             report["sanity"].setdefault(name, {})[level] = {"similarity": result.similarity, "passed": result.passed}
     return report
 
