@@ -89,11 +89,11 @@ def test_too_small_images_are_refused(predictor, painting):
 def test_flags_from_hand_made_outputs():
     """The rules of ``artattr.flags`` on outputs whose answers are known by construction."""
     config = ModelConfig("x", {"style": ["a", "b"], "artist": ["p", "q", "other"]}, unknown_label={"artist": "other"},
-                         thresholds={"artwork": 0.4, "unknown_artist": 0.5, "uncertain": {"style": 0.7, "artist": 0.6}})
+                         thresholds={"artwork": 0.4, "unknown_artist": 0.4, "uncertain": {"style": 0.7, "artist": 0.6}})
     sure = artattr.Output({"style": np.array([0.8, 0.2]), "artist": np.array([0.7, 0.2, 0.1])}, None, None, artwork_score=0.9)
     assert artattr.flags(sure, config) == {"not_artwork": False, "artwork_score": 0.9, "unknown_artist": False,
-                                           "unknown_artist_score": pytest.approx(0.3), "uncertain": []}
-    # known artists split 0.3 / 0.25: 1 - 0.3 = 0.7 > 0.5 is unknown; 0.45 "other" is below 0.6: not sure
+                                           "unknown_artist_score": pytest.approx((0.1 + 0.3) / 2), "uncertain": []}
+    # ("other" 0.45 + 1 - known 0.3) / 2 = 0.575 > 0.4: unknown artist; that top answer 0.45 is below 0.6: not sure
     doubt = artattr.Output({"style": np.array([0.6, 0.4]), "artist": np.array([0.3, 0.25, 0.45])}, None, None, artwork_score=0.3)
     f = artattr.flags(doubt, config)
     assert f["not_artwork"] and f["unknown_artist"] and f["uncertain"] == ["style", "artist"]
@@ -120,9 +120,34 @@ def test_cli_json_has_the_trust_keys(capsys, painting, photo_paths):
     assert [line["not_artwork"] for line in lines] == [False, True]
 
 
+def test_artwork_head_reads_the_tapped_layer_statistics():
+    """The artwork logit is the linear unit on [pooled features, per-channel mean and std of the tapped
+    layer's output], computed here from a hook of our own; threads sharing the model get their own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from artattr.registry import create_model
+
+    model = create_model("efficientnet_lite0", tasks={"style": 2}, artwork_head=True, artwork_tap="backbone.blocks.4").eval()
+    x = torch.randn(4, 3, 64, 64)
+    kept = {}
+    handle = model.backbone.blocks[4].register_forward_hook(lambda m, i, o: kept.update(o=o.clone()))
+    with torch.no_grad():
+        got = model(x)["artwork"]
+        handle.remove()
+        tap, pooled = kept["o"], model.backbone(x)
+        want = pooled @ model.artwork.weight[0, :pooled.shape[1]] + model.artwork.bias[0] \
+            + torch.cat([tap.mean((2, 3)), tap.std((2, 3))], 1) @ model.artwork.weight[0, pooled.shape[1]:]
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+        with ThreadPoolExecutor(4) as pool:
+            alone = list(pool.map(lambda i: model(x[i:i + 1])["artwork"], range(4)))
+    torch.testing.assert_close(torch.cat(alone), got, atol=1e-4, rtol=1e-4)
+
+
 def test_default_checkpoint_ships_the_trust_parts():
     config = artattr.read_config(ROOT / "checkpoints" / "default")
-    assert config.model_args.get("artwork_head") is True
+    assert config.model_args.get("artwork_head") is True and config.model_args.get("artwork_tap")
     assert set(config.thresholds) == {"artwork", "unknown_artist", "uncertain"}
     assert set(config.thresholds["uncertain"]) == set(config.tasks)
     assert "Answers you can trust" in (ROOT / "checkpoints" / "default" / "README.md").read_text()
