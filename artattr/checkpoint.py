@@ -61,9 +61,10 @@ def model_card(config: ModelConfig, description: str = "") -> str:
     ] if not config.thresholds else [
         "reproductions (mostly Western art, 15th–20th century). It says when a picture does not look like a",
         "painting, when the artist is probably none it knows, and which answers it is not sure of, at the rates",
-        "above: estimates, wrong for some pictures both ways. Close-up textures (gravel, grass, brick) and",
-        "deep-sky photos look like abstract paintings to it and are often not flagged; forgeries, copies and",
-        "pastiches are not detected.",
+        "above: estimates, wrong for some pictures both ways. Close-up textures (gravel, grass) look like",
+        "abstract paintings to it and are often not flagged; paintings by painters it never saw are called",
+        "unknown far less often than those by the painters outside its list it was trained on (the held-out",
+        "folds above); forgeries, copies and pastiches are not detected.",
         "Use the heatmaps and similar works to check why.",
     ]
     return "\n".join(lines) + "\n"

@@ -19,8 +19,9 @@ from conftest import ROOT
 PHOTOS_DIR = ROOT.parent / "shared" / "data" / "photos500"
 #: scikit-image's bundled photographs of things (not its drawings, microscopy or test patterns); never trained on.
 SKIMAGE_PHOTOS = ("astronaut", "camera", "cat", "coffee", "rocket", "clock", "coins", "moon")
-#: its close-up textures and a deep-sky photo: they look like abstract paintings to this model (a known
-#: limitation, in the model card); kept as an expected failure so an improvement shows up.
+#: its close-up textures and a deep-sky photo: brick and the deep sky are flagged now, gravel and grass still
+#: look like abstract paintings to this model (a known limitation, in the model card); kept as an expected
+#: failure so an improvement shows up.
 SKIMAGE_TEXTURES = ("gravel", "grass", "brick", "hubble_deep_field")
 
 
@@ -55,7 +56,7 @@ def test_scikit_image_photos_are_not_paintings(predictor):
     assert flagged["cat"] and flagged["rocket"] and flagged["astronaut"], flagged
 
 
-@pytest.mark.xfail(reason="close-up textures and deep-sky photos look like abstract paintings (model card: limits)")
+@pytest.mark.xfail(reason="gravel and grass close-ups look like abstract paintings (model card: limits)")
 def test_scikit_image_textures_are_not_paintings(predictor):
     flagged = _skimage_flags(predictor, SKIMAGE_TEXTURES)
     assert sum(flagged.values()) >= 0.75 * len(flagged), flagged
