@@ -2,17 +2,20 @@
 
 Adds to a trained checkpoint, without touching the weights of its task heads:
 
-- an **artwork head** (one linear unit on the pooled backbone features, so it costs nothing extra at
-  predict time) saying whether the picture is a painting at all. It is fitted on cached features:
-  positives are training paintings, also rendered as museum photos (frame, wall, angle, glare, JPEG,
-  see :func:`museum_photo`) and as degraded scans; negatives are the everyday photos with augmentation.
+- an **artwork head** (one linear unit on the pooled backbone features plus the channel mean and std
+  of a middle stage, ``artwork_tap``, so it costs nothing noticeable at predict time) saying whether
+  the picture is a painting at all. It is fitted on cached features of what ``Predictor.run`` feeds
+  the model (the painting locator on): positives are training paintings, also as phone photos on a
+  wall (``train.composite.render_wall_photo``) and as degraded scans; negatives are the everyday
+  photos with augmentation, close-ups included.
   How well it transfers to *unseen* kinds of photos is estimated by cross-validation that holds out
   whole groups of related ImageNet classes (neighbouring WordNet ids).
 - per-task **temperatures** and the ``thresholds`` in ``config.json``: ``artwork`` (score below it is
   "not a painting"), ``unknown_artist`` (score: ``artattr.output.unknown_score``) and
   ``uncertain`` per task (top probability below it is "not sure"). Temperatures and the uncertain
   thresholds are fitted on one half of val and measured on the other (and the other way round);
-  the unknown-artist threshold is checked on artist folds the artist head never saw.
+  the unknown-artist threshold flags 9 % of known-artist val paintings and is measured per artist
+  fold with the threshold chosen on the other folds (and with stand-in heads that never saw a fold).
 
 Everything costly (the backbone's features) is computed once and cached in ``--cache``.
 """
