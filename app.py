@@ -68,10 +68,12 @@ MAX_FILE_SIZE = "50mb"
 #: uploaded) and the bundled examples. An API caller can name any path; others are refused unread.
 UPLOAD_DIRS = [Path(get_upload_folder()).resolve(), ROOT / "examples"]
 N_SIMILAR = 8
-PLOT_HEIGHT = 680
-#: plotly draws a 3-D scene in proportion to the figure's height, whatever its width: on a narrow
-#: screen the explorer is made lower (height = this × the plot's width) so the sphere is not cut off.
-NARROW_PLOT_RATIO = 1.35
+PLOT_HEIGHT = 720
+#: plotly draws a 3-D scene in proportion to the figure's height, whatever its width: the explorer's
+#: height follows the plot's width (× these, legend below included) so the sphere fills the plot's
+#: width without being cut off. The plot is the page's width on a phone, two thirds of it beside the
+#: controls on wider screens; Gradio's page is at most PAGE_WIDTH px wide.
+NARROW_PLOT_RATIO, WIDE_PLOT_RATIO, PAGE_WIDTH = 1.35, 0.9, 1280
 #: The heatmap's colour scale (matplotlib's "inferno", which ``artattr.overlay`` draws with).
 HEAT_SCALE = ('<div class="heat-scale"><span>less</span><div class="heat-bar" style="background: linear-gradient('
               'to right, #000004, #420a68, #932667, #dd513a, #fca50a, #fcffa4)"></div>'
@@ -401,11 +403,13 @@ def explore(state: Upload | None, model_id: str, view: str, color_by: str, scree
 
 
 def _plot_height(screen_width: float | None) -> int:
-    """The explorer's height: full on wide screens; on a phone (one column, ~64 px of margins) in
-    proportion to the plot's width, so the sphere fills it without being cut off."""
-    if not isinstance(screen_width, (int, float)) or not 200 <= screen_width < 700:
+    """The explorer's height, in proportion to the plot's width (~64 px of page margins), so the
+    sphere fills it without being cut off."""
+    if not isinstance(screen_width, (int, float)) or screen_width < 200:
         return PLOT_HEIGHT
-    return min(PLOT_HEIGHT, round((screen_width - 64) * NARROW_PLOT_RATIO))
+    if screen_width < 700:  # a phone: one column
+        return min(PLOT_HEIGHT, round((screen_width - 64) * NARROW_PLOT_RATIO))
+    return min(PLOT_HEIGHT, round((min(screen_width, PAGE_WIDTH) - 64) * 2 / 3 * WIDE_PLOT_RATIO))
 
 
 def similar(state: Upload | None, model_id: str):
@@ -534,7 +538,7 @@ def build_app(model_ids: list[str] | None = None) -> gr.Blocks:
                 color_by = gr.Radio([(TASK_TITLES[t], t) for t in TASKS], value="style",
                                     label="Colour by")
                 plot_note = gr.Markdown(label="explorer note")
-            with gr.Column(scale=3, min_width=300):
+            with gr.Column(scale=2, min_width=300):
                 plot = gr.Plot(label="Embedding map", show_label=False, elem_id="explorer")
 
         heat_in = [state, method, task, label_dd, opacity]
