@@ -69,11 +69,9 @@ MAX_FILE_SIZE = "50mb"
 UPLOAD_DIRS = [Path(get_upload_folder()).resolve(), ROOT / "examples"]
 N_SIMILAR = 8
 PLOT_HEIGHT = 720
-#: plotly draws a 3-D scene in proportion to the figure's height, whatever its width: the explorer's
-#: height follows the plot's width (× these, legend below included) so the sphere fills the plot's
-#: width without being cut off. The plot is the page's width on a phone, two thirds of it beside the
-#: controls on wider screens; Gradio's page is at most PAGE_WIDTH px wide.
-NARROW_PLOT_RATIO, WIDE_PLOT_RATIO, PAGE_WIDTH = 1.35, 0.9, 1280
+#: The explorer's columns: controls (scale 1) and plot (scale 2), at least this wide (px); below their
+#: sum the columns stack. Gradio's page is at most PAGE_WIDTH px wide, with ~64 px of margins.
+EXPLORER_MIN_WIDTHS, PAGE_WIDTH = (260, 300), 1280
 #: The heatmap's colour scale (matplotlib's "inferno", which ``artattr.overlay`` draws with).
 HEAT_SCALE = ('<div class="heat-scale"><span>less</span><div class="heat-bar" style="background: linear-gradient('
               'to right, #000004, #420a68, #932667, #dd513a, #fca50a, #fcffa4)"></div>'
@@ -403,13 +401,17 @@ def explore(state: Upload | None, model_id: str, view: str, color_by: str, scree
 
 
 def _plot_height(screen_width: float | None) -> int:
-    """The explorer's height, in proportion to the plot's width (~64 px of page margins), so the
-    sphere fills it without being cut off."""
+    """The explorer's height. plotly draws a 3-D scene in proportion to its height, whatever its
+    width: the plot is as tall as the sphere needs to span ~85 % of the plot's width without being cut
+    off, plus the legend below it: 3, 6 or 12 rows for 5, 2 or 1 names a row. The plot's width follows
+    the layout."""
     if not isinstance(screen_width, (int, float)) or screen_width < 200:
         return PLOT_HEIGHT
-    if screen_width < 700:  # a phone: one column
-        return min(PLOT_HEIGHT, round((screen_width - 64) * NARROW_PLOT_RATIO))
-    return min(PLOT_HEIGHT, round((min(screen_width, PAGE_WIDTH) - 64) * 2 / 3 * WIDE_PLOT_RATIO))
+    page = min(screen_width, PAGE_WIDTH) - 64
+    controls, plot = EXPLORER_MIN_WIDTHS
+    width = page if page < controls + plot + 16 else page - 16 - max(controls, (page - 16) / 3)  # stacked / side by side
+    legend = 70 if width >= 500 else 130 if width >= 320 else 210
+    return min(PLOT_HEIGHT, round(0.9 * width) + legend)
 
 
 def similar(state: Upload | None, model_id: str):
@@ -533,12 +535,12 @@ def build_app(model_ids: list[str] | None = None) -> gr.Blocks:
                     gr.HTML(HEAT_SCALE)
                     heatmap_note = gr.Markdown(label="heatmap note")
         with gr.Tab("3D explorer"), gr.Row():  # side by side on wide screens: the sphere fills a squarer panel
-            with gr.Column(scale=1, min_width=260):
+            with gr.Column(scale=1, min_width=EXPLORER_MIN_WIDTHS[0]):
                 view = gr.Radio([("ArcFace sphere", "sphere"), ("UMAP", "umap")], value="sphere", label="View")
                 color_by = gr.Radio([(TASK_TITLES[t], t) for t in TASKS], value="style",
                                     label="Colour by")
                 plot_note = gr.Markdown(label="explorer note")
-            with gr.Column(scale=2, min_width=300):
+            with gr.Column(scale=2, min_width=EXPLORER_MIN_WIDTHS[1]):
                 plot = gr.Plot(label="Embedding map", show_label=False, elem_id="explorer")
 
         heat_in = [state, method, task, label_dd, opacity]

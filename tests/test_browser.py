@@ -33,8 +33,9 @@ def _loose(label: str) -> re.Pattern:
 def _drawn(element) -> tuple[int, int, int, int] | None:
     """Bounding box (left, top, right, bottom, px) of what is drawn in ``element``: its pixels that
     are not white background (the sphere's grey wireframe counts), from a screenshot; None if blank."""
-    pixels = np.asarray(Image.open(io.BytesIO(element.screenshot())).convert("RGB")).min(axis=2) < 235
-    cols, rows = np.flatnonzero(pixels.any(axis=0)), np.flatnonzero(pixels.any(axis=1))
+    edge = 4  # the panel's border may fall inside the element's box
+    pixels = np.asarray(Image.open(io.BytesIO(element.screenshot())).convert("RGB")).min(axis=2)[edge:-edge, edge:-edge] < 235
+    cols, rows = np.flatnonzero(pixels.any(axis=0)) + edge, np.flatnonzero(pixels.any(axis=1)) + edge
     return (cols[0], rows[0], cols[-1], rows[-1]) if len(cols) else None
 
 
