@@ -322,9 +322,15 @@ def ece(probs: np.ndarray, targets: np.ndarray) -> float:
     return task_metrics(probs, targets)["ece"]
 
 
+#: spacing of the calibration map's points (a slope of at most 1/CURVE_STEP times its largest step)
+CURVE_STEP = 0.02
+
+
 def fit_calibration(logits: np.ndarray, targets: np.ndarray) -> tuple[float, list[list[float]]]:
     """A temperature (minimum NLL, as ``train fit`` does) and then an isotonic map of the top
-    probability to how often that answer is right (``artattr.output.recalibrate``)."""
+    probability to how often that answer is right (``artattr.output.recalibrate``), sampled every
+    ``CURVE_STEP``: the raw isotonic steps are near-vertical ramps that turn float noise (another
+    thread count) into visible probability changes and make occlusion maps jumpy."""
     from sklearn.isotonic import IsotonicRegression
 
     from .fit import fit_temperature
@@ -333,9 +339,8 @@ def fit_calibration(logits: np.ndarray, targets: np.ndarray) -> tuple[float, lis
     temp = fit_temperature(torch.from_numpy(logits), torch.from_numpy(targets))
     p = softmax(logits[keep], temp)
     iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p.max(1), p.argmax(1) == targets[keep])
-    curve = [[0.0, *iso.X_thresholds_.tolist(), 1.0], [float(iso.y_thresholds_[0]), *iso.y_thresholds_.tolist(),
-                                                      float(iso.y_thresholds_[-1])]]
-    return temp, curve
+    xs = np.linspace(0.0, 1.0, round(1 / CURVE_STEP) + 1)
+    return temp, [xs.tolist(), iso.predict(xs).tolist()]
 
 
 def calibrated(logits: np.ndarray, temp: float, curve: list[list[float]]) -> np.ndarray:
