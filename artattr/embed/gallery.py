@@ -29,8 +29,6 @@ from ..config import display_name, read_config
 GALLERY_DIR = "gallery"
 ARRAYS_FILE, META_FILE = "gallery.npz", "meta.json"
 FORMAT_VERSION = 1
-#: Label columns stored per painting (raw dataset labels, not the model's vocabulary).
-TASKS = ("style", "artist", "genre")
 #: An upload lands on the UMAP map at the similarity-weighted mean of this many gallery neighbours:
 #: what ``umap.transform`` starts from, without its optimisation epochs (see train/gallery.py for
 #: the measured distance between the two).
