@@ -136,10 +136,12 @@ def test_names_about_explorer_and_phone_layout(tmp_path, predictor, val_rows, da
                 expect(about).to_contain_text("11 movements", timeout=TIMEOUT_MS)
                 expect(about).to_contain_text("held back from training", timeout=TIMEOUT_MS)
                 expect(about).to_contain_text("15th–20th century", timeout=TIMEOUT_MS)
-                page.locator("#upload input[type=file]").set_input_files(str(sorolla))
-                expect(page.locator("#label-artist [data-testid=label-output-value]")).to_have_text("Joaquín Sorolla", timeout=TIMEOUT_MS)
+                # the model first: the default has a gallery too, and its captions re-rendering after a switch
+                # would race the caption checks below
                 page.locator("#model input").click()
                 page.get_by_role("option", name=gallery_model).click()
+                page.locator("#upload input[type=file]").set_input_files(str(sorolla))
+                expect(page.locator("#label-artist [data-testid=label-output-value]")).to_have_text("Joaquín Sorolla", timeout=TIMEOUT_MS)
                 expect(page.locator("#similar .caption-label").first).to_contain_text("similarity", timeout=TIMEOUT_MS)
                 caption = page.locator("#similar .caption-label").first.bounding_box()
                 assert caption["height"] > 20, "similar-works captions are cut to one line"
