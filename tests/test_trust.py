@@ -64,7 +64,9 @@ def test_scikit_image_textures_are_not_paintings(predictor):
 
 def test_val_paintings_are_paintings(predictor, data_dir, val_rows):
     """False alarms on paintings the model never trained on stay within the 3 % target."""
-    sample = val_rows[::14]  # ~300 of the 4,142, every style included
+    # ~600 of the 4,142, every style included: the threshold flags 2.5 % of all val paintings, and on
+    # ~300 the sampling error alone (±0.9 %) crossed the 3 % line (this sample: 2.9 %, a thin margin)
+    sample = val_rows[::7]
     flags = _flags(predictor, [data_dir / r["path"] for r in sample])
     assert np.mean([f["not_artwork"] for f in flags]) <= 0.03
 
