@@ -316,6 +316,71 @@ def test_class_weights_are_inverse_frequency_with_mean_one_per_example():
     np.testing.assert_allclose(class_weights(targets, 4, 0.0).numpy(), np.ones(4), rtol=1e-6)
 
 
+def test_task_loss_skips_unlabelled_tasks_and_weights_classes_tasks_and_arcface():
+    """The objective written out: weighted cross-entropy (sum of w_y * NLL over sum of w_y) per task
+    with labels, exp(-s) * L + s with a learned log-variance s, and ArcFace's cross-entropy times its
+    weight; a task (or ArcFace's task) without a labelled row adds nothing."""
+    from train.data import Vocab
+    from train.fit import make_args
+    from train.loss import Objective, TaskLoss
+
+    vocab = Vocab({"genre": ["x", "y"], "style": ["a", "b", "c"]})  # the task without labels comes first
+    y = {"genre": torch.full((4,), -1), "style": torch.tensor([0, 0, 2, -1])}
+    gen = torch.Generator().manual_seed(1)
+    out = {"genre": torch.randn(4, 2, generator=gen), "style": torch.randn(4, 3, generator=gen) * 2,
+           "embedding": torch.randn(4, 5, generator=gen)}
+    logp = np.log(_softmax(out["style"].double().numpy()))
+    nll = np.array([-logp[i, y["style"][i]] for i in range(3)])
+    counts = np.array([2, 1, 1])  # class 1 never seen: counted as 1
+    w = (2 / counts) / ((2 / counts) * counts).sum() * counts.sum()
+    weighted = (w[[0, 0, 2]] * nll).sum() / w[[0, 0, 2]].sum()
+    plain_ce = nll.mean()
+    no_arcface = types.SimpleNamespace(arcface_task=None)
+
+    args = make_args({"loss_weighting": "fixed", "label_smoothing": 0.0, "arcface_weight": 0.0, "class_weight_power": 1.0})
+    loss, plain = TaskLoss(args, vocab, y)(out, y, no_arcface)
+    assert loss.item() == pytest.approx(weighted, rel=1e-5) and plain.item() == pytest.approx(plain_ce, rel=1e-5)
+
+    args = make_args({"loss_weighting": "uncertainty", "label_smoothing": 0.0, "arcface_weight": 0.0})
+    criterion = TaskLoss(args, vocab, y)
+    with torch.no_grad():
+        criterion.log_vars["style"].fill_(np.log(2.0))
+    assert criterion(out, y, no_arcface)[0].item() == pytest.approx(plain_ce / 2 + np.log(2.0), rel=1e-5)
+
+    # ArcFace: its head's logits for the labelled rows, cross-entropy times arcface_weight
+    arc_logits = torch.randn(4, 3, generator=gen)
+    seen = []
+
+    def head(features, labels):
+        seen.append((features, labels))
+        return arc_logits
+
+    model = types.SimpleNamespace(arcface_task="style", arcface={"embedding": head})
+    arc_logp = np.log(_softmax(arc_logits.double().numpy()))
+    arc = -np.mean([arc_logp[i, y["style"][i]] for i in range(3)])
+    args = make_args({"loss_weighting": "fixed", "label_smoothing": 0.0, "arcface_weight": 0.25})
+    criterion = TaskLoss(args, vocab, y)
+    loss, plain = criterion(out, y, model)
+    assert loss.item() == pytest.approx(plain_ce + 0.25 * arc, rel=1e-5) and plain.item() == pytest.approx(plain_ce, rel=1e-5)
+    assert torch.equal(seen[0][0], out["embedding"]) and seen[0][1] is y["style"]
+    no_style = {"genre": torch.tensor([0, 1, 1, 0]), "style": torch.full((4,), -1)}
+    genre_ce = float(torch.nn.functional.cross_entropy(out["genre"], no_style["genre"]))
+    assert criterion(out, no_style, model)[0].item() == pytest.approx(genre_ce, rel=1e-5)  # no ArcFace term
+
+    # Objective: the net's outputs and the criterion's loss on them, in one module
+    loss2, plain2, out2 = Objective(nn.Identity(), criterion, nn.Identity())(out, y)  # nn.Identity: no ArcFace
+    assert out2 is out and loss2.item() == pytest.approx(plain_ce, rel=1e-5) and plain2.item() == pytest.approx(plain_ce, rel=1e-5)
+
+
+def test_temperature_is_kept_between_a_twentieth_and_twenty():
+    """Labels that ignore the logits need T -> infinity and perfectly separated ones T -> 0: both are clamped."""
+    from train.loss import fit_temperature
+
+    z = torch.tensor([[0.5, -0.5], [0.5, -0.5], [-0.5, 0.5], [-0.5, 0.5]])
+    assert fit_temperature(z, torch.tensor([0, 1, 0, 1])) == pytest.approx(20.0)
+    assert fit_temperature(z, torch.tensor([0, 0, 1, 1])) == pytest.approx(0.05)
+
+
 # ------------------------------------------------------------------------------ heatmaps follow the chosen class
 
 class _RedHalves(nn.Module):
@@ -458,6 +523,98 @@ def test_default_model_heatmaps_depend_on_the_target(predictor, painting):
     b = explain(predictor, painting, "gradcam", task="style", target=last)
     assert a.std() > 0.05 and b.std() > 0.05
     assert np.corrcoef(a.ravel(), b.ravel())[0, 1] < 0.9
+
+
+# ------------------------------------------------------------------------------ heatmap plumbing (explain/base.py)
+
+def _gauss(sigma: float, radius: int) -> np.ndarray:
+    g = np.exp(-np.arange(-radius, radius + 1) ** 2 / (2 * sigma ** 2))
+    return g / g.sum()
+
+
+@pytest.mark.parametrize("h, w, sigma, radius", [(16, 16, 1.0, 2), (40, 40, 2.0, 4), (80, 60, 3.0, 6), (60, 100, 3.0, 6)])
+def test_blur_baseline_is_a_gaussian_of_a_twentieth_of_the_short_side(h, w, sigma, radius):
+    """One bright pixel blurs into the outer product of a Gaussian of sigma = max(1, short side / 20),
+    cut at 2 sigma (kernel 2 * ceil(2 sigma) + 1), each channel on its own."""
+    from artattr.explain.base import baseline_for, blurred
+
+    x = torch.zeros(1, 3, h, w)
+    x[0, 1, h // 2, w // 2] = 1.0
+    g = _gauss(sigma, radius)
+    want = np.zeros((h, w))
+    want[h // 2 - radius:h // 2 + radius + 1, w // 2 - radius:w // 2 + radius + 1] = np.outer(g, g)
+    out = blurred(x)
+    np.testing.assert_allclose(out[0, 1].numpy(), want, atol=1e-6)
+    assert out[0, 0].abs().max() == 0 and out[0, 2].abs().max() == 0
+    np.testing.assert_array_equal(baseline_for(x, "blur"), out)
+
+
+def test_mean_baseline_is_each_channels_mean_colour():
+    from artattr.explain.base import baseline_for
+
+    x = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).view(2, 3, 4, 5)
+    out = baseline_for(x, "mean")
+    assert out.shape == x.shape and out.is_contiguous()
+    for b in range(2):
+        for c in range(3):
+            assert torch.all(out[b, c] == x[b, c].numpy().mean())
+    with pytest.raises(ValueError, match="Unknown baseline 'zero'"):
+        baseline_for(x, "zero")
+
+
+def test_bfloat16_only_where_the_cpu_computes_it_natively(monkeypatch):
+    from artattr.explain.base import fast_dtype
+
+    for amx, avx512 in ((False, False), (True, False), (False, True), (True, True)):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512, raising=False)
+        assert fast_dtype(torch.device("cpu")) == (torch.bfloat16 if amx or avx512 else None)
+    assert fast_dtype(torch.device("meta")) is None
+
+
+def test_progress_advances_once_per_expected_call_and_stops_at_one():
+    from artattr.explain.base import reporting
+
+    def forward(x, scale=1):
+        return x * scale
+
+    assert reporting(forward, None, 3, "occlusion") is forward
+    seen = []
+    wrapped = reporting(forward, lambda fraction, desc: seen.append((fraction, desc)), 2, "IG")
+    assert [wrapped(2, scale=3), wrapped(1), wrapped(5)] == [6, 1, 5]
+    assert seen == [(0.5, "IG"), (1.0, "IG"), (1.0, "IG")]
+
+
+def test_evidence_becomes_a_map_from_zero_to_one():
+    """Negative evidence (and NaN, ±inf) counts as none; the largest positive value becomes 1."""
+    from artattr.explain.base import normalise
+
+    heat = normalise(torch.tensor([[-2.0, 0.5, 2.0], [float("nan"), float("inf"), float("-inf")]], dtype=torch.float64))
+    assert heat.dtype == np.float32
+    np.testing.assert_array_equal(heat, [[0, 0.25, 1], [0, 0, 0]])
+    np.testing.assert_array_equal(normalise(-torch.ones(2, 2)), np.zeros((2, 2)))
+
+
+def test_attribute_explains_the_given_class_with_a_given_method_and_temperature():
+    """A callable method sees the model, task, class and temperature asked for; an unknown name is refused."""
+    from artattr.explain.base import attribute
+
+    model = nn.Linear(2, 2)
+    seen = {}
+
+    def method(target, x, progress, **options):
+        seen.update(task=target.task, index=target.index, t=target.temperature, training=target.model.training,
+                    grad=[p.requires_grad for p in target.model.parameters()], options=options, progress=progress)
+        return torch.tensor([[1.0, -1.0], [3.0, 4.0]])
+
+    model.train()
+    np.testing.assert_allclose(attribute(model, torch.zeros(1, 2), "genre", 1, method, temperature=2.5, window=4),
+                               [[0.25, 0], [0.75, 1]])
+    assert seen == {"task": "genre", "index": 1, "t": 2.5, "training": False, "grad": [False, False],
+                    "options": {"window": 4}, "progress": None}
+    assert model.training and all(p.requires_grad for p in model.parameters())  # restored
+    with pytest.raises(ValueError, match="Unknown explanation method 'nope'"):
+        attribute(model, torch.zeros(1, 2), "genre", 1, "nope")
 
 
 # ------------------------------------------------------------------------------ checkpoints
