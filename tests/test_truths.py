@@ -78,6 +78,49 @@ def test_top_k_names_the_right_labels_in_order():
     assert [label for label, _ in artattr.top_k(seven, {"style": list("abcdefg")})["style"]] == list("gfedc")  # 5 by default
 
 
+def test_calibration_map_moves_the_top_probability_and_rescales_the_rest():
+    """Worked by hand: top 0.6 read off the map (0, 0) (0.5, 0.5) (1, 0.8) is 0.56; the others scale by
+    0.44 / 0.4 = 1.1. Mapped below the runner-up's share (0.3 / 0.7), the top is held at that floor,
+    so it never falls below the runner-up; with two classes the runner-up is the other one."""
+    from artattr.output import recalibrate
+
+    curve = [[0.0, 0.5, 1.0], [0.0, 0.5, 0.8]]
+    np.testing.assert_allclose(recalibrate(np.array([0.3, 0.6, 0.1]), curve), [0.33, 0.56, 0.11])
+    low = [[0.0, 1.0], [0.0, 1 / 3]]  # 0.6 -> 0.2
+    batch = np.array([[0.6, 0.3, 0.1], [0.1, 0.3, 0.6], [0.4, 0.6, 0.0]], dtype=np.float32)
+    out = recalibrate(batch, low)
+    assert out.dtype == np.float32 and out.shape == (3, 3)
+    np.testing.assert_allclose(out, [[3 / 7, 3 / 7, 1 / 7], [1 / 7, 3 / 7, 3 / 7], [0.5, 0.5, 0.0]], rtol=1e-6)
+    np.testing.assert_allclose(recalibrate(np.array([0.6, 0.4]), low), [0.5, 0.5])
+
+
+def test_unknown_artist_score_and_flags_without_fitted_thresholds():
+    """No thresholds: "not a painting" is never said, the artist is unknown when "other" is the top
+    answer, and "not sure" is a top probability below 0.5."""
+    from artattr.output import flags, unknown_score
+
+    config = ModelConfig("x", {"style": ["a", "b"], "artist": ["p", "other", "q"]}, unknown_label={"artist": "other"})
+    other_top = Output({"style": np.array([0.45, 0.55]), "artist": np.array([0.3, 0.5, 0.2])}, None, None, artwork_score=0.01)
+    assert unknown_score(other_top, config) == pytest.approx(0.7)  # 1 - 0.3: "other" itself does not count
+    assert flags(other_top, config) == {"not_artwork": False, "artwork_score": pytest.approx(0.01), "unknown_artist": True,
+                                        "unknown_artist_score": pytest.approx(0.7), "uncertain": []}
+    known_top = Output({"style": np.array([0.5, 0.5]), "artist": np.array([0.2, 0.3, 0.5])}, None, None)
+    f = flags(known_top, config)
+    assert f["unknown_artist"] is False and f["uncertain"] == [] and f["unknown_artist_score"] == pytest.approx(0.5)
+    unsure = Output({"style": np.array([0.51, 0.49]), "artist": np.array([0.4, 0.35, 0.25])}, None, None)
+    assert flags(unsure, config)["uncertain"] == ["artist"]
+    # a model without an artist head, or without an unknown label, has no unknown-artist score
+    assert unknown_score(Output({"style": np.array([1.0, 0.0])}, None, None), config) is None
+    plain = ModelConfig("x", {"style": ["a", "b"], "artist": ["p", "q"]})
+    assert unknown_score(known_top, plain) is None and flags(known_top, plain)["unknown_artist"] is False
+    assert unknown_score(other_top, config, task="style") is None
+    # at exactly the fitted threshold: not "not a painting", not unknown, not "not sure"
+    fitted = ModelConfig("x", config.tasks, unknown_label={"artist": "other"},
+                         thresholds={"artwork": 0.25, "unknown_artist": 0.7, "uncertain": {"style": 0.55, "artist": 0.6}})
+    edge = flags(Output(other_top.probs, None, None, artwork_score=0.25), fitted)
+    assert edge["not_artwork"] is False and edge["unknown_artist"] is False and edge["uncertain"] == ["artist"]
+
+
 # ------------------------------------------------------------------------------ normalisation
 
 class _MeanColour(nn.Module):
@@ -133,6 +176,55 @@ def test_center_crop_keeps_the_central_square():
     np.testing.assert_allclose(x.mean((1, 2)).numpy(), [0, 1, 0], atol=0.05)  # bilinear edges bleed a little
     squashed = _colour_predictor((0.0,) * 3, (1.0,) * 3, size=6).to_tensor(arr)
     np.testing.assert_allclose(squashed.mean((1, 2)).numpy(), [1 / 3] * 3, atol=0.02)
+
+
+@pytest.mark.parametrize("w, h, left, top", [(12, 7, 2, 0), (7, 12, 0, 2), (11, 7, 2, 0)])
+def test_center_crop_cuts_the_middle_without_resampling_when_the_short_side_fits(w, h, left, top):
+    """Short side = input size: no resize, the crop starts at (long - short) // 2; every pixel is unique,
+    so the numbers show exactly which square was kept."""
+    from artattr.preprocess import Preprocess
+
+    arr = np.arange(h * w * 3, dtype=np.uint8).reshape(h, w, 3)
+    got = Preprocess(7, "center_crop").pixels(Image.fromarray(arr)).numpy()
+    np.testing.assert_array_equal(got, arr[top:top + 7, left:left + 7])
+
+
+def test_center_crop_of_a_tall_image_keeps_the_middle_third():
+    """Top, middle and bottom thirds red, green, blue (the transpose of the wide case above)."""
+    arr = np.zeros((180, 60, 3), np.uint8)
+    arr[:60, :, 0] = arr[60:120, :, 1] = arr[120:, :, 2] = 255
+    x = _colour_predictor((0.0,) * 3, (1.0,) * 3, size=6, resize="center_crop").to_tensor(arr)
+    assert x.shape == (3, 6, 6)
+    np.testing.assert_allclose(x.mean((1, 2)).numpy(), [0, 1, 0], atol=0.05)
+
+
+@pytest.mark.parametrize("resample, pil", [("bilinear", Image.BILINEAR), ("bicubic", Image.BICUBIC),
+                                           ("lanczos", Image.LANCZOS)])
+def test_resample_filter_is_the_one_named_in_the_config(resample, pil):
+    """The named Pillow filter with reducing_gap 3 (what the model was trained on), as Pillow computes it."""
+    from artattr.preprocess import Preprocess
+
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (41, 47, 3), dtype=np.uint8))  # under 2 × 24: no reduce()
+    config = ModelConfig(architecture="x", tasks={"style": ["a"]}, input_size=24, resample=resample)
+    pre = Preprocess.from_config(config)
+    assert (pre.size, pre.resize_mode, pre.resample) == (24, "squash", resample)
+    want = np.asarray(img.resize((24, 24), pil, reducing_gap=3.0))
+    np.testing.assert_array_equal(pre.pixels(img).numpy(), want)
+    others = [Image.BILINEAR, Image.BICUBIC, Image.LANCZOS]
+    others.remove(pil)
+    assert all(not np.array_equal(want, np.asarray(img.resize((24, 24), o, reducing_gap=3.0))) for o in others)
+
+
+def test_preprocessing_settings_are_checked():
+    from artattr.preprocess import Preprocess
+
+    for size in (1, 4096):
+        assert Preprocess(size).size == size
+    for bad in ({"size": 0}, {"size": 4097}, {"size": 16.0}, {"mean": (0.5, 0.5)}, {"std": (0.5, 0.5, 0.5, 0.5)},
+                {"std": (0.5, 0.0, 0.5)}, {"std": (0.5, 0.5, -1.0)}):
+        with pytest.raises(ValueError, match="input_size must be|mean and std need 3"):
+            Preprocess(**bad)
 
 
 # ------------------------------------------------------------------------------ temperature fit, ECE, metrics
