@@ -6,6 +6,7 @@ Everything here is cheap (tiny hand-built models, a few real paintings, the sess
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import struct
@@ -874,3 +875,99 @@ def test_gallery_search_place_and_round_trip(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"other weights")
     with pytest.warns(UserWarning, match="other weights"):
         assert Gallery.load(tmp_path) is None
+
+
+def _three_paintings(display=None):
+    from artattr.embed import Gallery
+
+    thumbs = []
+    for colour in ("red", "green", "blue"):
+        buf = io.BytesIO()
+        Image.new("RGB", (2, 2), colour).save(buf, format="WEBP", lossless=True)
+        thumbs.append(buf.getvalue())
+    return Gallery(embedding=np.eye(3, dtype=np.float32), coords={"umap": np.eye(3, dtype=np.float32)},
+                   labels={"style": np.array([0, 1, 1]), "artist": np.array([1, 0, 0]), "genre": np.array([0, -1, 1])},
+                   names={"style": ["Impressionism", "Pop_Art"], "artist": ["andy-warhol", "claude-monet"],
+                          "genre": ["landscape", "still_life"]},
+                   paths=["images/Impressionism/claude-monet_water-lilies-1916.jpg",
+                          "images/Pop_Art/andy-warhol_campbell-s-soup-cans-1962-2.jpg",
+                          "images/x/andy-warhol_fish-&-chips.jpg"],
+                   thumbs=thumbs, display=display or {})
+
+
+def test_gallery_hover_titles_dates_and_names_read_as_people_write_them():
+    """Hover text, titles and years from the file names; display names from the checkpoint, else the
+    slug prettified; HTML in a title escaped; no genre, no "·"."""
+    from artattr.embed import nearest
+
+    g = _three_paintings(display={"artist": {"andy-warhol": "Andy Warhol (1928–1987)"}})
+    assert g.titles == ["Water Lilies", "Campbell's Soup Cans", "Fish & Chips"]
+    assert g.dates == ["1916", "1962", ""]
+    assert g.hover.tolist() == [
+        "<b>Water Lilies, 1916</b><br>Claude Monet<br>Impressionism · Landscape",
+        "<b>Campbell's Soup Cans, 1962</b><br>Andy Warhol (1928–1987)<br>Pop Art",
+        "<b>Fish &amp; Chips</b><br>Andy Warhol (1928–1987)<br>Pop Art · Still life"]
+    assert g.name("genre", "still_life") == "Still life" and g.name("genre", "") == ""
+    assert (g.label("style", 1), g.label("genre", 1), g.label("artist", 0)) == ("Pop_Art", "", "claude-monet")
+    n = nearest(g, np.array([0.0, 0.1, 1.0]), 5)  # k above the gallery's size: all three
+    assert [(x.index, x.title, x.date, x.artist, x.style, x.genre) for x in n] == [
+        (2, "Fish & Chips", "", "andy-warhol", "Pop_Art", "still_life"),
+        (1, "Campbell's Soup Cans", "1962", "andy-warhol", "Pop_Art", ""),
+        (0, "Water Lilies", "1916", "claude-monet", "Impressionism", "landscape")]
+    assert n[0].path == g.paths[2] and n[0].thumbnail.getpixel((0, 0)) == (0, 0, 255)
+    assert n[1].similarity == pytest.approx(0.1 / np.sqrt(1.01))
+
+
+def test_gallery_search_refuses_what_it_cannot_compare_and_places_without_a_sphere():
+    g = _three_paintings()
+    with pytest.raises(ValueError, match="embedding has 2 dimensions, the gallery 3"):
+        g.search(np.ones(2), 1)
+    for bad in (np.zeros(3), np.array([1.0, np.nan, 0]), np.array([np.inf, 0, 0])):
+        with pytest.raises(ValueError, match="zero or not finite"):
+            g.search(bad, 1)
+    out = Output(probs={}, embedding=np.array([0.0, 0, 1]), sphere=None)
+    assert set(g.place(out)) == {"umap"}  # this gallery has no sphere view
+    np.testing.assert_allclose(g.place(out)["umap"], [0, 0, 1], atol=1e-6)
+
+
+def test_gallery_file_names_the_weights_by_their_sha256_and_refuses_newer_formats(tmp_path):
+    import hashlib
+
+    from artattr.embed import Gallery
+
+    g = _three_paintings(display={"style": {"Pop_Art": "Pop art"}})
+    (tmp_path / "model.safetensors").write_bytes(b"some weights")
+    config = ModelConfig(architecture="x", tasks={"style": ["Impressionism", "Pop_Art"]}, display={"style": {"Pop_Art": "Pop art"}})
+    (tmp_path / "config.json").write_text(config.to_json())
+    folder = g.save(tmp_path)
+    assert folder == tmp_path / "gallery" and sorted(p.name for p in folder.iterdir()) == ["gallery.npz", "meta.json"]
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta == {"format_version": 1, "n": 3, "views": ["umap"], "weights_sha256": hashlib.sha256(b"some weights").hexdigest()}
+    with np.load(folder / "gallery.npz") as z:
+        assert z["embedding"].dtype == np.float16 and z["labels_style"].dtype == np.int16
+        assert z["thumb_offsets"].tolist() == [0, *np.cumsum([len(t) for t in g.thumbs]).tolist()]
+    back = Gallery.load(tmp_path)
+    assert back.display == {"style": {"Pop_Art": "Pop art"}} and back.thumbs == g.thumbs
+    assert back.labels["genre"].tolist() == [0, -1, 1] and back.hover[1].endswith("<br>Pop art")
+    assert Gallery.load(None) is None and Gallery.load(tmp_path / "elsewhere") is None
+    (folder / "meta.json").write_text(json.dumps({**meta, "format_version": 2}))
+    with pytest.warns(UserWarning, match="unreadable gallery .format_version 2 is newer"):
+        assert Gallery.load(tmp_path) is None
+    (folder / "meta.json").write_text(json.dumps({**meta, "format_version": 1}))
+    assert Gallery.load(tmp_path) is not None
+    (folder / "meta.json").unlink()
+    assert Gallery.load(tmp_path) is None
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("the-starry-night-1889.jpg", ("The Starry Night", "1889")),             # no artist part
+    ("a_b_the-fall-of-the-rebel-angels-1562-2.jpg", ("B the Fall of the Rebel Angels", "1562")),
+    ("x_untitled-1950.jpg", ("Untitled", "1950")),
+    ("x_not-detected-227939.jpg", ("Untitled", "")),
+    ("x_l-homme-a-la-guitare.jpg", ("L'homme a la Guitare", "")),
+    ("x_1234-composition.jpg", ("1234 Composition", "")),
+])
+def test_titles_from_more_file_names(path, expected):
+    from artattr.embed.gallery import title_from_path
+
+    assert title_from_path(path) == expected
