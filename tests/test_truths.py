@@ -212,6 +212,8 @@ def test_resample_filter_is_the_one_named_in_the_config(resample, pil):
     assert (pre.size, pre.resize_mode, pre.resample) == (24, "squash", resample)
     want = np.asarray(img.resize((24, 24), pil, reducing_gap=3.0))
     np.testing.assert_array_equal(pre.pixels(img).numpy(), want)
+    normalised = (want / 255 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)  # the config's default mean/std
+    np.testing.assert_allclose(pre.to_tensor(img).numpy(), normalised.transpose(2, 0, 1), atol=1e-5)
     others = [Image.BILINEAR, Image.BICUBIC, Image.LANCZOS]
     others.remove(pil)
     assert all(not np.array_equal(want, np.asarray(img.resize((24, 24), o, reducing_gap=3.0))) for o in others)
@@ -459,6 +461,12 @@ def test_task_loss_skips_unlabelled_tasks_and_weights_classes_tasks_and_arcface(
     no_style = {"genre": torch.tensor([0, 1, 1, 0]), "style": torch.full((4,), -1)}
     genre_ce = float(torch.nn.functional.cross_entropy(out["genre"], no_style["genre"]))
     assert criterion(out, no_style, model)[0].item() == pytest.approx(genre_ce, rel=1e-5)  # no ArcFace term
+
+    # a model with one task, whose only labels are class 0
+    one = {"style": torch.tensor([0, -1, 0, -1])}
+    args = make_args({"loss_weighting": "fixed", "label_smoothing": 0.0, "arcface_weight": 0.0})
+    zero_ce = -np.mean([logp[i, 0] for i in (0, 2)])
+    assert TaskLoss(args, Vocab({"style": ["a", "b", "c"]}), one)(out, one, no_arcface)[0].item() == pytest.approx(zero_ce, rel=1e-5)
 
     # Objective: the net's outputs and the criterion's loss on them, in one module
     loss2, plain2, out2 = Objective(nn.Identity(), criterion, nn.Identity())(out, y)  # nn.Identity: no ArcFace
@@ -928,6 +936,8 @@ def test_gallery_search_refuses_what_it_cannot_compare_and_places_without_a_sphe
     out = Output(probs={}, embedding=np.array([0.0, 0, 1]), sphere=None)
     assert set(g.place(out)) == {"umap"}  # this gallery has no sphere view
     np.testing.assert_allclose(g.place(out)["umap"], [0, 0, 1], atol=1e-6)
+    g.coords["sphere"] = np.eye(3, dtype=np.float32)
+    np.testing.assert_allclose(g.place(out, sphere=np.array([0, 0.3, 0.4]))["sphere"], [0, 0.6, 0.8])  # onto the unit sphere
 
 
 def test_gallery_file_names_the_weights_by_their_sha256_and_refuses_newer_formats(tmp_path):
