@@ -663,13 +663,20 @@ def test_mean_baseline_is_each_channels_mean_colour():
         baseline_for(x, "zero")
 
 
-def test_bfloat16_only_where_the_cpu_computes_it_natively(monkeypatch):
+def test_half_precision_heatmaps_only_where_the_hardware_computes_them(monkeypatch):
+    """bfloat16 on a CPU with AMX or AVX512-BF16, on a GPU that supports it; never emulated."""
     from artattr.explain.base import fast_dtype
 
     for amx, avx512 in ((False, False), (True, False), (False, True), (True, True)):
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512, raising=False)
         assert fast_dtype(torch.device("cpu")) == (torch.bfloat16 if amx or avx512 else None)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")  # an older torch: no bfloat16
+    assert fast_dtype(torch.device("cpu")) is None
+    for bf16 in (False, True):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)
+        assert fast_dtype(torch.device("cuda")) == (torch.bfloat16 if bf16 else None)
     assert fast_dtype(torch.device("meta")) is None
 
 
