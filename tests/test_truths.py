@@ -648,6 +648,7 @@ def test_blur_baseline_is_a_gaussian_of_a_twentieth_of_the_short_side(h, w, sigm
     np.testing.assert_allclose(out[0, 1].numpy(), want, atol=1e-6)
     assert out[0, 0].abs().max() == 0 and out[0, 2].abs().max() == 0
     np.testing.assert_array_equal(baseline_for(x, "blur"), out)
+    np.testing.assert_allclose(blurred(x[0])[1].numpy(), want, atol=1e-6)  # one image (3, H, W): the same blur
 
 
 def test_mean_baseline_is_each_channels_mean_colour():
