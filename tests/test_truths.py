@@ -219,6 +219,22 @@ def test_resample_filter_is_the_one_named_in_the_config(resample, pil):
     assert all(not np.array_equal(want, np.asarray(img.resize((24, 24), o, reducing_gap=3.0))) for o in others)
 
 
+def test_big_downscales_use_pillows_reducing_gap():
+    """A side shrunk 3× or more goes through Pillow's box pre-reduction (reducing_gap 3), as in training:
+    a 30 × 200 strip squashed to 24 (decoding cannot reduce it: its short side is under 2 × 24), and a
+    200 × 150 image resized for the center crop."""
+    from artattr.preprocess import Preprocess
+
+    rng = np.random.default_rng(1)
+    strip = Image.fromarray(rng.integers(0, 256, (30, 200, 3), dtype=np.uint8))
+    want = np.asarray(strip.resize((24, 24), Image.BILINEAR, reducing_gap=3.0))
+    assert not np.array_equal(want, np.asarray(strip.resize((24, 24), Image.BILINEAR)))
+    np.testing.assert_array_equal(Preprocess(24).pixels(strip).numpy(), want)
+    big = Image.fromarray(rng.integers(0, 256, (150, 200, 3), dtype=np.uint8))
+    want = np.asarray(big.resize((32, 24), Image.BILINEAR, reducing_gap=3.0).crop((4, 0, 28, 24)))
+    np.testing.assert_array_equal(np.asarray(Preprocess(24, "center_crop").resize(big)), want)
+
+
 def test_preprocessing_settings_are_checked():
     from artattr.preprocess import Preprocess
 
