@@ -224,6 +224,13 @@ def test_jpeg_draft_is_libjpegs_own_scaled_decode(odd_images, mode):
     np.testing.assert_array_equal(got, want)
 
 
-def test_a_truncated_file_is_called_truncated(bad_files):
-    with pytest.raises(ValueError, match=r"truncated or corrupt \(it may not have finished uploading\)"):
-        load_image(bad_files["truncated.jpg"])
+def test_a_truncated_or_damaged_file_is_called_that(bad_files):
+    """Cut short (libjpeg: "truncated") or damaged inside (zlib: "broken data stream"): one message."""
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, format="PNG")
+    damaged = bytearray(buf.getvalue())
+    damaged[len(damaged) // 2:len(damaged) // 2 + 20] = bytes(20)
+    for source in (bad_files["truncated.jpg"], bytes(damaged)):
+        with pytest.raises(ValueError, match=r"truncated or corrupt \(it may not have finished uploading\)"):
+            load_image(source)
