@@ -26,7 +26,7 @@ from common import DATA  # noqa: E402  (also puts the repo on sys.path)
 import artattr  # noqa: E402
 from train.data import Vocab, load_source  # noqa: E402
 from train.feeds import image_feed  # noqa: E402
-from train.fit import TaskLoss, make_args, pick_device, preprocessing  # noqa: E402
+from train.fit import TaskLoss, autocast, make_args, pick_device, preprocessing  # noqa: E402
 
 
 def make_sources(n: int, tmp: Path) -> dict[str, str]:
@@ -85,7 +85,8 @@ def main() -> None:
             feed = image_feed(args, rows, rows[:8], preprocessing(args, model), device)
 
             def step(x: torch.Tensor, idx: torch.Tensor) -> None:
-                loss, _ = criterion(model(x), {t: y[idx].to(device) for t, y in targets.items()}, model)
+                with autocast(device):  # bf16 on CUDA, as train.fit does
+                    loss, _ = criterion(model(x), {t: y[idx].to(device) for t, y in targets.items()}, model)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -98,6 +99,8 @@ def main() -> None:
                 for x, idx, _ in itertools.islice(batches, opts.steps):
                     step(x, idx)
                     seen += len(idx)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()  # the GPU runs behind the Python loop
                 return seen / (time.perf_counter() - t0)
 
             if not results:

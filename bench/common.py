@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
@@ -10,7 +11,7 @@ from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-DATA = ROOT.parent / "shared" / "data" / "wikiart11"
+DATA = Path(os.environ.get("ARTATTR_DATA", ROOT.parent / "shared" / "data" / "wikiart11"))  # as tests/conftest.py
 
 
 def median_seconds(fn: Callable[[], object], repeat: int = 20) -> float:

@@ -143,3 +143,16 @@ def test_resume_state_is_not_a_pickle(two_ranks):
     """The trainer state loads with weights_only=True and its args are plain values."""
     state = torch.load(two_ranks / "trainer_state.pt", weights_only=True)
     assert make_args({k: v for k, v in state["args"].items() if k != "resume"}).architecture == "onelayer_cnn"
+
+
+def test_a_non_finite_loss_stops_the_run_with_a_message(smoke_data, tmp_path, capsys):
+    """A NaN/inf loss (on an H200 the bf16 sphere head once gave one) must stop training at that step with
+    a message, not run on for epochs and then fail to save a NaN checkpoint. An infinite task weight makes
+    the very first loss infinite."""
+    from train.fit import main
+
+    code = main(["--config", str(SMOKE), "--data", str(smoke_data), "--out", str(tmp_path / "run"),
+                 "--loss_weighting", "fixed", "--task_weights", "{style: .inf}"])
+    assert code == 1
+    assert "the training loss became inf at epoch 1, step 1" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "best").exists()

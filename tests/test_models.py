@@ -252,3 +252,29 @@ def test_models_table_rejects_unknown_model(capsys):
     with pytest.raises(SystemExit):
         main(["--models", "resnet5O"])
     assert "unknown model" in capsys.readouterr().err
+
+
+def test_arcface_margin_is_float32_math_under_bf16_autocast():
+    """GPU training runs in bf16 autocast, where 1 - 1e-6 rounds to 1 and acos' gradient is infinite:
+    the 3-D sphere head turned every weight NaN after one step on an H200. The margin logits must be
+    the float32 formula s * cos(acos(cos) + m) for the true class, s * cos elsewhere, with finite gradients."""
+    from artattr.models.heads import ArcMargin
+
+    torch.manual_seed(0)
+    head = ArcMargin(3, 4, scale=8.0, margin=0.2)
+    emb = torch.cat([head.weight.detach()[:2] * 3, torch.randn(2, 3)]).requires_grad_(True)  # rows 0-1: cos = 1
+    labels = torch.tensor([0, 1, 2, -1])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = head(emb, labels)
+    e = emb.detach().numpy().astype(np.float64)
+    w = head.weight.detach().numpy().astype(np.float64)
+    cos = np.clip((e / np.linalg.norm(e, axis=1, keepdims=True)) @ (w / np.linalg.norm(w, axis=1, keepdims=True)).T,
+                  -1 + 1e-6, 1 - 1e-6)
+    expected = cos.copy()
+    for i, y in enumerate(labels.tolist()):
+        if y >= 0:
+            expected[i, y] = np.cos(min(np.arccos(cos[i, y]) + 0.2, np.pi))
+    assert logits.dtype == torch.float32
+    np.testing.assert_allclose(logits.detach().numpy(), 8.0 * expected, atol=1e-4)
+    F.cross_entropy(logits, labels.clamp(min=0)).backward()
+    assert torch.isfinite(emb.grad).all() and torch.isfinite(head.weight.grad).all()

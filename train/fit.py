@@ -207,7 +207,12 @@ def _run(args: FitArgs, d: Dist, device: torch.device) -> Path:
             opt.step()
             if ema is not None:
                 ema.update(model)
-            sums += torch.tensor([loss.item() * len(idx), plain.item() * len(idx), len(idx)], dtype=torch.float64)
+            value = loss.item()
+            if not math.isfinite(value):  # every later step would be NaN too, and the best checkpoint unloadable
+                raise FloatingPointError(f"the training loss became {value} at epoch {epoch + 1}, step {step + 1}: "
+                                         "lower lr/head_lr or turn off compile/bf16 to find the layer; --resume "
+                                         "restarts after the last finished epoch")
+            sums += torch.tensor([value * len(idx), plain.item() * len(idx), len(idx)], dtype=torch.float64)
             for t in tasks:
                 probs[t][idx.numpy()] = torch.softmax(out_[t].detach().float(), -1).cpu().numpy()
             trained[idx.numpy()] = 1.0
@@ -359,4 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except FloatingPointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0

@@ -31,7 +31,11 @@ class ArcMargin(nn.Module):
         self.scale, self.margin = scale, margin
 
     def forward(self, emb: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        cos = F.linear(F.normalize(emb, dim=-1), F.normalize(self.weight, dim=-1)).clamp(-1 + 1e-6, 1 - 1e-6)
+        # float32 even under bf16 autocast: bf16 rounds the clamp to exactly 1, where acos' gradient is
+        # infinite (NaN weights after one GPU step, seen on the 3-D sphere head)
+        with torch.autocast(emb.device.type, enabled=False):
+            cos = F.linear(F.normalize(emb.float(), dim=-1), F.normalize(self.weight.float(), dim=-1))
+        cos = cos.clamp(-1 + 1e-6, 1 - 1e-6)
         if labels is None:
             return cos * self.scale
         theta = torch.acos(cos)
