@@ -39,6 +39,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 
 import artattr  # noqa: E402
 from artattr import embed  # noqa: E402
+from artattr.config import TASKS  # noqa: E402
 from artattr.locate import DECODE_SIZE, rectify  # noqa: E402
 from artattr.overlay import overlay  # noqa: E402
 
@@ -55,7 +56,8 @@ ROOT = Path(__file__).resolve().parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.jpg"))
 #: What the dataset says about each example (title, artist, date, style, genre), for its caption.
 EXAMPLE_INFO = {r["file"]: r for r in csv.DictReader((ROOT / "examples" / "examples.csv").open(encoding="utf-8"))}
-TASKS = ("artist", "style", "genre")
+#: The answers in the order people read them: who painted it first (the tasks: ``artattr.config.TASKS``).
+SHOWN = ("artist", *(t for t in TASKS if t != "artist"))
 #: Heatmaps are drawn on a copy this large; the model itself only ever sees ``input_size``.
 DISPLAY_SIZE = 448
 #: Heatmaps kept per upload (each ~0.8 MB): switching back to a recent class costs nothing.
@@ -66,10 +68,10 @@ MAX_FILE_SIZE = "50mb"
 #: uploaded) and the bundled examples. An API caller can name any path; others are refused unread.
 UPLOAD_DIRS = [Path(get_upload_folder()).resolve(), ROOT / "examples"]
 N_SIMILAR = 8
-PLOT_HEIGHT = 680
-#: plotly draws a 3-D scene in proportion to the figure's height, whatever its width: on a narrow
-#: screen the explorer is made lower (height = this × the plot's width) so the sphere is not cut off.
-NARROW_PLOT_RATIO = 1.35
+PLOT_HEIGHT = 720
+#: The explorer's columns: controls (scale 1) and plot (scale 2), at least this wide (px); below their
+#: sum the columns stack. Gradio's page is at most PAGE_WIDTH px wide, with ~64 px of margins.
+EXPLORER_MIN_WIDTHS, PAGE_WIDTH = (260, 300), 1280
 #: The heatmap's colour scale (matplotlib's "inferno", which ``artattr.overlay`` draws with).
 HEAT_SCALE = ('<div class="heat-scale"><span>less</span><div class="heat-bar" style="background: linear-gradient('
               'to right, #000004, #420a68, #932667, #dd513a, #fca50a, #fcffa4)"></div>'
@@ -153,7 +155,14 @@ def _call(name: str, model_dir: Path, *args, progress=None):
     try:
         return models.call(name, model_dir, *args, progress=progress)
     except RuntimeError as err:
-        raise gr.Error(str(err), title="Model process", print_exception=False) from None
+        raise _error(str(err), "Model interrupted") from None
+
+
+def _error(message: str, title: str) -> gr.Error:
+    """A message for the user that leads with ``title``. Gradio 6.31's toasts ignore ``gr.Error``'s
+    title: their heading is the message type ("Error"), and messages of one type share a toast. So
+    the title goes into the text, where the user reads it; API callers get it in ``title`` too."""
+    return gr.Error(f"{title}: {message}", title=title, print_exception=False)
 
 
 def model_choices(model_ids: list[str] | None = None) -> list[str]:
@@ -177,8 +186,7 @@ def _source(upload: dict | str | None) -> str | None:
         return None
     real = Path(os.path.realpath(str(path)))
     if not any(real.is_relative_to(folder) for folder in UPLOAD_DIRS):
-        raise gr.Error("Only images uploaded to this app can be analysed: upload the file itself.",
-                       title="Unusable image", print_exception=False)
+        raise _error("Only images uploaded to this app can be analysed: upload the file itself.", "Unusable image")
     return str(real)
 
 
@@ -186,13 +194,13 @@ def _labels(model: Model, upload: Upload | None) -> list[dict | str | None]:
     """Bars per task; "Not a painting" / "Not sure" / "Unknown artist" in place of a headline that
     would claim more than the model knows (the note lists the guesses)."""
     if upload is None:
-        return [None] * len(TASKS)
+        return [None] * len(SHOWN)
     top = artattr.top_k(upload.output, model.labels, 5)
     flags = artattr.flags(upload.output, model.config)
     if flags["not_artwork"]:
-        return ["Not a painting" if t in top else None for t in TASKS]
+        return ["Not a painting" if t in top else None for t in SHOWN]
     shown = []
-    for t in TASKS:
+    for t in SHOWN:
         if t not in top:
             shown.append(None)
         elif t == "artist" and flags["unknown_artist"]:
@@ -211,7 +219,7 @@ def _note(config: artattr.ModelConfig, output: artattr.Output) -> str:
         return ("**This does not look like a painting — the answers below are not meaningful** "
                 f"(painting score {flags['artwork_score']:.0%}).")
     lines = []
-    for task in TASKS:
+    for task in SHOWN:
         if task not in output.probs:
             continue
         p = output.probs[task]
@@ -229,7 +237,7 @@ def _note(config: artattr.ModelConfig, output: artattr.Output) -> str:
 def _checked_accuracy(config: artattr.ModelConfig) -> str:
     """How often answers that pass the check were right on held-out paintings (from the model card)."""
     acc = config.metrics.get("trust", {}).get("answered_accuracy", {}) if isinstance(config.metrics, dict) else {}
-    parts = [f"{task} {acc[task]:.0%}" for task in TASKS if isinstance(acc.get(task), (int, float))]
+    parts = [f"{task} {acc[task]:.0%}" for task in SHOWN if isinstance(acc.get(task), (int, float))]
     return f" (on held-out paintings such answers were right: {', '.join(parts)})" if parts else ""
 
 
@@ -278,7 +286,7 @@ def predict(upload: dict | str | None, model_id: str, task: str, area: str = "pa
             whole = _display_copy(source, image)
         output = _call("run", model.dir, image, locate)  # also refuses pictures too small to judge
     except ValueError as err:
-        raise gr.Error(str(err), title="Unusable image", print_exception=False) from None
+        raise _error(str(err), "Unusable image") from None
     painting = whole if output.crop is None else rectify(image, output.crop, max_side=DISPLAY_SIZE)
     state = Upload(model_id, painting, output, whole)
     note = "\n\n".join(filter(None, [fallback, _note(model.config, state.output)]))
@@ -324,10 +332,10 @@ def _heatmap(state: Upload | None, method: str, task: str, label: str | None, op
         return None, "Upload a painting to see which regions drive the answer."
     model = get_model(state.model_id)
     if task not in state.output.probs:
-        raise gr.Error(f"This model has no task {task!r}; it predicts {', '.join(state.output.probs)}.", print_exception=False)
+        raise _error(f"This model has no task {task!r}; it predicts {', '.join(state.output.probs)}.", "Unknown task")
     labels = model.labels[task]
     if label and label not in labels:
-        raise gr.Error(f"{label!r} is not one of this model's {task} classes.", print_exception=False)
+        raise _error(f"{label!r} is not one of this model's {task} classes.", "Unknown class")
     target = labels.index(label) if label else int(state.output.probs[task].argmax())
     name = METHOD_NAMES.get(method, method)
     key = (method, task, target)
@@ -338,7 +346,7 @@ def _heatmap(state: Upload | None, method: str, task: str, label: str | None, op
             state.heatmaps[key] = _call("explain", model.dir, state.image, method, task, target,
                                         progress=lambda fraction, desc: progress(fraction, desc=desc))
         except ValueError as err:  # e.g. an unknown method from an API caller
-            raise gr.Error(str(err), print_exception=False) from None
+            raise _error(str(err), "No heatmap") from None
         while len(state.heatmaps) > HEATMAPS_KEPT:
             state.heatmaps.popitem(last=False)
     state.heatmaps.move_to_end(key)
@@ -393,11 +401,17 @@ def explore(state: Upload | None, model_id: str, view: str, color_by: str, scree
 
 
 def _plot_height(screen_width: float | None) -> int:
-    """The explorer's height: full on wide screens; on a phone (one column, ~64 px of margins) in
-    proportion to the plot's width, so the sphere fills it without being cut off."""
-    if not isinstance(screen_width, (int, float)) or not 200 <= screen_width < 700:
+    """The explorer's height. plotly draws a 3-D scene in proportion to its height, whatever its
+    width: the plot is as tall as the sphere needs to span ~85 % of the plot's width without being cut
+    off, plus the legend below it: 3, 6 or 12 rows for 5, 2 or 1 names a row. The plot's width follows
+    the layout."""
+    if not isinstance(screen_width, (int, float)) or screen_width < 200:
         return PLOT_HEIGHT
-    return min(PLOT_HEIGHT, round((screen_width - 64) * NARROW_PLOT_RATIO))
+    page = min(screen_width, PAGE_WIDTH) - 64
+    controls, plot = EXPLORER_MIN_WIDTHS
+    width = page if page < controls + plot + 16 else page - 16 - max(controls, (page - 16) / 3)  # stacked / side by side
+    legend = 70 if width >= 500 else 130 if width >= 320 else 210
+    return min(PLOT_HEIGHT, round(0.9 * width) + legend)
 
 
 def similar(state: Upload | None, model_id: str):
@@ -438,7 +452,7 @@ def about(model_dir: Path = DEFAULT_DIR) -> str:
         lines[0] += f" A painter outside its list should get “{config.name('artist', other)}”."
     if "style" in config.tasks:
         lines.append("Movements: " + ", ".join(config.name("style", s) for s in config.tasks["style"]) + ".")
-    rows = [(t, m[t]) for t in (*TASKS, "artist_known") if isinstance(m.get(t), dict) and "top1" in m[t]]
+    rows = [(t, m[t]) for t in (*SHOWN, "artist_known") if isinstance(m.get(t), dict) and "top1" in m[t]]
     if rows:
         lines += ["", "On paintings held back from training, it was right this often:", "",
                   "| task | first answer right | right answer in its top 5 | paintings |", "|---|---:|---:|---:|"]
@@ -479,7 +493,7 @@ def build_app(model_ids: list[str] | None = None) -> gr.Blocks:
     models.start()  # loads the default model while the UI is built (if app.py did not start it already)
     _offered[:] = model_choices(model_ids)
     default_config = artattr.read_config(DEFAULT_DIR)
-    tasks = [t for t in TASKS if t in default_config.tasks]
+    tasks = [t for t in SHOWN if t in default_config.tasks]
     with gr.Blocks(title="ArtAttr", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         state = gr.State(None, time_to_live=3600)
         gr.Markdown("# ArtAttr\nWho painted it, in which movement, what genre, and why the model thinks so. "
@@ -499,7 +513,7 @@ def build_app(model_ids: list[str] | None = None) -> gr.Blocks:
             with gr.Column(scale=3, min_width=300):
                 with gr.Row():
                     labels = [gr.Label(num_top_classes=5, label=TASK_TITLES.get(task, task), elem_id=f"label-{task}",
-                                       min_width=200) for task in TASKS]
+                                       min_width=200) for task in SHOWN]
                 note = gr.Markdown(label="note", elem_id="note")
                 gr.Markdown(HOW_TO_READ, elem_id="how-to-read")
                 with gr.Accordion("About this model", open=False, elem_id="about"):
@@ -521,12 +535,12 @@ def build_app(model_ids: list[str] | None = None) -> gr.Blocks:
                     gr.HTML(HEAT_SCALE)
                     heatmap_note = gr.Markdown(label="heatmap note")
         with gr.Tab("3D explorer"), gr.Row():  # side by side on wide screens: the sphere fills a squarer panel
-            with gr.Column(scale=1, min_width=260):
+            with gr.Column(scale=1, min_width=EXPLORER_MIN_WIDTHS[0]):
                 view = gr.Radio([("ArcFace sphere", "sphere"), ("UMAP", "umap")], value="sphere", label="View")
-                color_by = gr.Radio([(TASK_TITLES[t], t) for t in ("style", "artist", "genre")], value="style",
+                color_by = gr.Radio([(TASK_TITLES[t], t) for t in TASKS], value="style",
                                     label="Colour by")
                 plot_note = gr.Markdown(label="explorer note")
-            with gr.Column(scale=3, min_width=300):
+            with gr.Column(scale=2, min_width=EXPLORER_MIN_WIDTHS[1]):
                 plot = gr.Plot(label="Embedding map", show_label=False, elem_id="explorer")
 
         heat_in = [state, method, task, label_dd, opacity]

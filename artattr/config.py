@@ -20,6 +20,9 @@ FORMAT_VERSION = 1
 CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.json", "model.safetensors", "README.md"
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
+#: The attribution tasks of WikiArt-style data, in the order of metadata.csv's columns and the default
+#: model's config.json: the one list that training, the explorer gallery and the app take them from.
+TASKS = ("style", "genre", "artist")
 
 
 class CheckpointError(ValueError):

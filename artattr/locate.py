@@ -6,11 +6,12 @@ the painted surface and rectifies mild perspective, so the model sees what it wa
 
 How: :func:`candidates` proposes quads from long near-horizontal and near-vertical lines (Canny
 edges + Hough transform on a ~320 px copy) and measures each (edge support per side, smoothness just
-outside and inside, colour contrast across the sides, area, distance from the border, nesting in or
-around a frame-like quad). A small neural network fitted on synthetic wall photos against clean
-scans and everyday photos (``python -m train locate`` → ``artattr/locate.json``) scores them; the
-best quad is the painted surface if its score clears a threshold set so that ~1 % of clean scans
-would be cropped. Nothing convincing — a clean scan, a detail, a fresco wall, an everyday photo —
+outside and inside, colour contrast across the sides, how the colours inside differ from those
+outside, area, distance from the border, nesting in or around a frame-like quad). A small neural
+network fitted on synthetic wall photos against clean scans and everyday photos (``python -m train
+locate`` → ``artattr/locate.json``) predicts each quad's overlap with the painted surface; the best
+quad is the painted surface if its score clears a threshold set so that ~1.5 % of clean scans it
+never saw would be cropped. Nothing convincing — a clean scan, a detail, a fresco wall, an everyday photo —
 means the whole image is used: :func:`find_painting` returns ``None``.
 
 The corners are fractions of the image's width and height, so one answer serves every copy of the
@@ -40,7 +41,7 @@ MAX_CANDIDATES = 150
 MAX_TILT = 8.0
 #: The painted surface covers at least this fraction of the photo.
 MIN_AREA = 0.05
-#: The fitted candidate scorer (``python -m train.fit_locate`` writes it).
+#: The fitted candidate scorer (``python -m train locate`` writes it).
 WEIGHTS_FILE = Path(__file__).with_name("locate.json")
 
 
@@ -154,6 +155,30 @@ def _area(quads: np.ndarray) -> np.ndarray:
     return 0.5 * np.abs((x * np.roll(y, -1, axis=-1) - np.roll(x, -1, axis=-1) * y).sum(axis=-1))
 
 
+def _palettes(pixels: np.ndarray, quads: np.ndarray, side: int = 40, bins: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Per quad: how different the colours inside it are from those outside it (total variation
+    distance of coarse colour histograms, 0..1), and how varied the outside is (entropy of its
+    histogram, bits). A painting hung on a wall differs from the wall around it; a rectangle within a
+    painting shares the painting's palette, and what lies outside it is as varied as the rest."""
+    cv2 = _cv2()
+    h, w = pixels.shape[:2]
+    sw, sh = (side, max(1, round(side * h / w))) if w >= h else (max(1, round(side * w / h)), side)
+    thumb = cv2.resize(pixels, (sw, sh), interpolation=cv2.INTER_AREA).reshape(-1, 3).astype(int) * bins // 256
+    onehot = np.eye(bins ** 3)[(thumb[:, 0] * bins + thumb[:, 1]) * bins + thumb[:, 2]].reshape(sh, sw, -1)
+    table = np.zeros((sh + 1, sw + 1, bins ** 3))  # summed-area table: a box's histogram is four lookups
+    table[1:, 1:] = onehot.cumsum(axis=0).cumsum(axis=1)
+    mid = (quads + np.roll(quads, -1, axis=1)) / 2  # the quad as the box through its side midpoints
+    top, bottom = (np.clip(np.round(mid[:, k, 1] * sh / h), 0, sh).astype(int) for k in (0, 2))
+    left, right = (np.clip(np.round(mid[:, k, 0] * sw / w), 0, sw).astype(int) for k in (3, 1))
+    hist_in = table[bottom, right] - table[top, right] - table[bottom, left] + table[top, left]
+    hist_out = table[-1, -1] - hist_in
+    hist_in /= np.maximum(hist_in.sum(axis=1, keepdims=True), 1)
+    hist_out /= np.maximum(hist_out.sum(axis=1, keepdims=True), 1)
+    distance = 0.5 * np.abs(hist_in - hist_out).sum(axis=1)
+    entropy = -(hist_out * np.log2(np.where(hist_out > 0, hist_out, 1))).sum(axis=1)
+    return distance, entropy
+
+
 def _frames(quads: np.ndarray, support: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per quad: the best support of a quad around it, and of a quad inside it, whose margins to it are
     those of a frame or mat (all four about equal, at most 30 % of the outer quad's shorter side)."""
@@ -171,7 +196,8 @@ def _frames(quads: np.ndarray, support: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 #: What :func:`candidates` measures of each quad, in this order (``artattr/locate.json`` weighs them).
 FEATURES = ("support_min", "support_mean", "rough_out_max", "rough_out_mean", "rough_in_mean", "contrast_min",
-            "contrast_mean", "area", "border_margin", "inside_frame", "is_frame", "outside_spread")
+            "contrast_mean", "area", "border_margin", "inside_frame", "is_frame", "outside_spread",
+            "palette_distance", "outside_entropy")
 
 
 def candidates(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
@@ -183,7 +209,8 @@ def candidates(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
     edges run along enough of its sides. Its features: how much of each side is edge; how smooth the
     picture is just outside it (a frame, mat or wall) and inside it (the painting); how much the
     colour changes across it and how much the colour just outside differs between the four sides (a
-    frame, mat or wall is one colour all round); its area and distance from the image border; and whether it sits inside
+    frame, mat or wall is one colour all round); how different the colours inside and outside it are
+    and how varied the outside is; its area and distance from the image border; and whether it sits inside
     a frame-like quad or has one inside it (then it is a frame's outer edge, not the painting).
     """
     cv2 = _cv2()
@@ -220,10 +247,11 @@ def candidates(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
     border = np.minimum(np.minimum(quads[..., 0].min(axis=1), w - quads[..., 0].max(axis=1)),
                         np.minimum(quads[..., 1].min(axis=1), h - quads[..., 1].max(axis=1))) / min(w, h)
     inside_frame, is_frame = _frames(quads, support.min(axis=1))
+    distance, entropy = _palettes(pixels, quads)
     features = np.stack([support.min(axis=1), support.mean(axis=1), np.log1p(rough_out.max(axis=1)),
                          np.log1p(rough_out.mean(axis=1)), np.log1p(rough_in.mean(axis=1)),
                          np.log1p(contrast.min(axis=1)), np.log1p(contrast.mean(axis=1)),
-                         _area(quads) / (w * h), border, inside_frame, is_frame, np.log1p(spread)], axis=1)
+                         _area(quads) / (w * h), border, inside_frame, is_frame, np.log1p(spread), distance, entropy], axis=1)
     return quads / np.array([w, h]), features
 
 
@@ -240,7 +268,8 @@ def _scorer() -> tuple[list[tuple[np.ndarray, np.ndarray]], float]:
 
 
 def score(features: np.ndarray) -> np.ndarray:
-    """Logit that each candidate is the painted surface (fitted on synthetic wall photos vs clean scans)."""
+    """How much each candidate looks like the painted surface: its predicted IoU with it, to the 4th
+    power (fitted on synthetic wall photos vs clean scans and everyday photos)."""
     layers, _ = _scorer()
     x = features
     for i, (weights, bias) in enumerate(layers):

@@ -18,6 +18,7 @@ from common import DATA, ROOT, median_seconds  # noqa: E402  (also puts the repo
 def main(model_id: str = "default") -> None:
     import artattr
     from artattr import embed
+    from artattr.config import TASKS
 
     predictor = artattr.load(model_id)
     code = ("import sys, time; t = time.perf_counter(); from artattr.embed import Gallery; i = time.perf_counter(); "
@@ -41,7 +42,7 @@ def main(model_id: str = "default") -> None:
           "(target <= 50 ms)")
     placed = gallery.place(output)
     for view in gallery.views:
-        for color_by in ("style", "artist", "genre"):
+        for color_by in TASKS:
             ms = median_seconds(lambda: embed.figure(gallery, view, color_by, placed, 600), repeat=7) * 1e3
             js = median_seconds(lambda: embed.figure(gallery, view, color_by, placed, 600).to_json(), repeat=5) * 1e3
             print(f"figure {view:6s} by {color_by:6s}: build {ms:.0f} ms (target <= 300 ms), build + JSON {js:.0f} ms")

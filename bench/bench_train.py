@@ -24,6 +24,7 @@ import torch
 from common import DATA  # noqa: E402  (also puts the repo on sys.path)
 
 import artattr  # noqa: E402
+from artattr.config import TASKS  # noqa: E402
 from train.data import Vocab, load_source  # noqa: E402
 from train.feeds import image_feed  # noqa: E402
 from train.fit import TaskLoss, autocast, make_args, pick_device, preprocessing  # noqa: E402
@@ -44,7 +45,7 @@ def make_sources(n: int, tmp: Path) -> dict[str, str]:
         target.symlink_to(DATA / r["path"])
     import datasets
 
-    names = {t: sorted({r[t] for r in rows} | {"Unknown"}) for t in ("style", "genre", "artist")}
+    names = {t: sorted({r[t] for r in rows} | {"Unknown"}) for t in TASKS}
     features = datasets.Features({"image": datasets.Image(), **{t: datasets.ClassLabel(names=v) for t, v in names.items()}})
     table = datasets.Dataset.from_dict(
         {"image": [str(DATA / r["path"]) for r in rows],

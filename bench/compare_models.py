@@ -34,7 +34,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network here: ViT weights fai
 
 import artattr  # noqa: E402
 from train.baselines import fit_probe, frozen_features  # noqa: E402
-from train.data import TASKS, Row, Vocab, read_rows, split_rows  # noqa: E402
+from artattr.config import TASKS  # noqa: E402
+from train.data import Row, Vocab, read_rows, split_rows  # noqa: E402
 from train.fit import DecodedRows  # noqa: E402
 from train.metrics import all_metrics  # noqa: E402
 from train.models_table import build, count_flops, count_params  # noqa: E402

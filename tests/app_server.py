@@ -77,6 +77,7 @@ def checkpoint_with_gallery(dest: Path, rows: list[dict], data_dir: Path) -> Pat
     import numpy as np
 
     import artattr
+    from artattr.config import TASKS
     from artattr.embed import Gallery
 
     shutil.copytree(ROOT / "checkpoints" / "default", dest, ignore=shutil.ignore_patterns("gallery"))
@@ -88,7 +89,7 @@ def checkpoint_with_gallery(dest: Path, rows: list[dict], data_dir: Path) -> Pat
         buf = io.BytesIO()
         predictor.load(data_dir / r["path"]).resize((64, 64)).save(buf, "WEBP", quality=75)
         thumbs.append(buf.getvalue())
-    names = {t: sorted({r[t] for r in rows if r[t]}) for t in ("style", "artist", "genre")}
+    names = {t: sorted({r[t] for r in rows if r[t]}) for t in TASKS}
     Gallery(
         embedding=embedding,
         coords={"sphere": np.stack([o.sphere for o in outputs]).astype(np.float32),

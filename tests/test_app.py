@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 import artattr
+from artattr.config import TASKS
 
 from app_server import ROOT, as_upload, checkpoint_with_gallery, free_port, running_app
 
@@ -137,7 +138,7 @@ def test_uncertain_note_is_honest(client, predictor, painting_paths):
         note = _predict(client, path)[-2]
         flags = predictor.flags(predictor.run(path))
         assert not flags["not_artwork"]
-        for task in ("style", "genre", "artist"):
+        for task in TASKS:
             flagged = f"**{task}**" in note
             assert flagged == (task in flags["uncertain"] or (task == "artist" and flags["unknown_artist"])), (task, note)
 
@@ -223,7 +224,7 @@ def test_explorer_highlights_the_upload_in_both_views(client, app_url, gallery_m
         assert plot["type"] == "plotly" and "your painting" not in plot["plot"] and "Upload" in note
     _predict(client, painting, model=gallery_model)
     for view in ("sphere", "umap"):
-        for color_by in ("style", "artist", "genre"):
+        for color_by in TASKS:
             plot, note = client.predict(gallery_model, view, color_by, api_name="/explore")
             fig = json.loads(plot["plot"])
             assert fig["layout"]["height"] > 0, "gr.Plot collapses without an explicit height"

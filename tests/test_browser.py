@@ -3,10 +3,13 @@ the 3-D map render, upload a corrupt file and read the error. A screenshot goes 
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from app_server import ROOT, checkpoint_with_gallery, running_app
 
@@ -25,6 +28,15 @@ pytestmark = [
 def _loose(label: str) -> re.Pattern:
     """Match a raw label ('Abstract_Expressionism') against its display form ('Abstract Expressionism')."""
     return re.compile(r"[\s_-]+".join(map(re.escape, re.split(r"[\s_-]+", label))), re.IGNORECASE)
+
+
+def _drawn(element) -> tuple[int, int, int, int] | None:
+    """Bounding box (left, top, right, bottom, px) of what is drawn in ``element``: its pixels that
+    are not white background (the sphere's grey wireframe counts), from a screenshot; None if blank."""
+    edge = 4  # the panel's border may fall inside the element's box
+    pixels = np.asarray(Image.open(io.BytesIO(element.screenshot())).convert("RGB")).min(axis=2)[edge:-edge, edge:-edge] < 235
+    cols, rows = np.flatnonzero(pixels.any(axis=0)) + edge, np.flatnonzero(pixels.any(axis=1)) + edge
+    return (cols[0], rows[0], cols[-1], rows[-1]) if len(cols) else None
 
 
 def test_upload_answers_heatmap_explorer_and_error(tmp_path, predictor, painting, bad_files, val_rows, data_dir):
@@ -65,6 +77,8 @@ def test_upload_answers_heatmap_explorer_and_error(tmp_path, predictor, painting
 
             upload.set_input_files(str(bad_files["truncated.jpg"]))
             expect(page.get_by_text(re.compile("truncated or corrupt")).first).to_be_visible(timeout=TIMEOUT_MS)
+            # the app's title for it leads the toast's text (gradio heads every error toast "Error")
+            expect(page.locator("[data-testid=toast-text]")).to_have_text([re.compile(r"^\s*Unusable image: .*truncated")])
             expect(page.locator("#label-style [data-testid=label-output-value]")).to_have_count(0)
             page.screenshot(path=str(artifacts / "app-browser-error.png"), full_page=True)
         finally:
@@ -94,7 +108,8 @@ def test_a_photo_is_called_not_a_painting(tmp_path):
 
 def test_names_about_explorer_and_phone_layout(tmp_path, predictor, val_rows, data_dir):
     """What an art historian reads: an accented artist name, the "About this model" panel, an explorer
-    that fills its panel, full similar-works captions, and a 390 px phone page that never scrolls sideways.
+    whose drawn sphere spans >= 70 % of its panel's width with the legend below it, full similar-works
+    captions, and a 390 px phone page that never scrolls sideways.
     Screenshots of both widths go to artifacts/."""
     sync_api = pytest.importorskip("playwright.sync_api")
     artifacts = ROOT / "artifacts"
@@ -121,21 +136,28 @@ def test_names_about_explorer_and_phone_layout(tmp_path, predictor, val_rows, da
                 expect(about).to_contain_text("11 movements", timeout=TIMEOUT_MS)
                 expect(about).to_contain_text("held back from training", timeout=TIMEOUT_MS)
                 expect(about).to_contain_text("15th–20th century", timeout=TIMEOUT_MS)
-                page.locator("#upload input[type=file]").set_input_files(str(sorolla))
-                expect(page.locator("#label-artist [data-testid=label-output-value]")).to_have_text("Joaquín Sorolla", timeout=TIMEOUT_MS)
+                # the model first: the default has a gallery too, and its captions re-rendering after a switch
+                # would race the caption checks below
                 page.locator("#model input").click()
                 page.get_by_role("option", name=gallery_model).click()
+                page.locator("#upload input[type=file]").set_input_files(str(sorolla))
+                expect(page.locator("#label-artist [data-testid=label-output-value]")).to_have_text("Joaquín Sorolla", timeout=TIMEOUT_MS)
                 expect(page.locator("#similar .caption-label").first).to_contain_text("similarity", timeout=TIMEOUT_MS)
                 caption = page.locator("#similar .caption-label").first.bounding_box()
                 assert caption["height"] > 20, "similar-works captions are cut to one line"
 
                 page.get_by_role("tab", name="3D explorer").click()
-                canvas = page.locator("#explorer .main-svg").first
-                expect(canvas).to_be_visible(timeout=TIMEOUT_MS)
-                panel = page.evaluate("() => document.querySelector('#explorer').closest('[role=tabpanel]')"
-                                      ".getBoundingClientRect().width")
-                box = canvas.bounding_box()
-                assert box["height"] > 100 and box["width"] >= 0.7 * panel, (box, panel)
+                scene = page.locator("#explorer .gl-container > div").first  # plotly's 3-D scene
+                expect(scene).to_be_visible(timeout=TIMEOUT_MS)
+                panel = page.locator("#explorer").bounding_box()
+                for _ in range(100):  # WebGL draws after the element appears: wait for the picture
+                    if (drawn := _drawn(scene)) is not None:
+                        break
+                assert drawn is not None, "the 3-D scene stayed blank"
+                box = scene.bounding_box()
+                assert drawn[2] - drawn[0] >= 0.7 * panel["width"], (drawn, panel)
+                legend = page.locator("#explorer .legend").first.bounding_box()
+                assert legend["y"] >= box["y"] + drawn[3] - 2, "the legend covers the sphere"
                 if name == "phone":
                     assert page.evaluate("() => document.documentElement.scrollWidth") <= width, "horizontal overflow"
                 page.screenshot(path=str(artifacts / f"app-{name}.png"), full_page=True)

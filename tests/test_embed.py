@@ -231,3 +231,28 @@ def test_cli_errors_are_messages(tmp_path, tiny_data, capsys):
     with pytest.raises(SystemExit):
         builder.main([str(artattr.hub.DEFAULT_DIR), "--data", str(tmp_path)])
     assert "metadata.csv" in capsys.readouterr().err
+
+
+def test_the_default_checkpoint_ships_a_gallery_it_can_use():
+    """The explorer and "similar works" need the default's gallery; refitting the "not a painting" head
+    (python -m train trust) once orphaned it unnoticed, and the app showed no neighbours."""
+    g = Gallery.load(artattr.hub.DEFAULT_DIR)
+    assert g is not None and len(g) == 5000 and set(g.views) == {"sphere", "umap"}
+
+
+def test_gallery_fingerprint_ignores_the_artwork_head_only(tmp_path):
+    """The fingerprint covers every tensor that moves a painting in the explorer, and not the artwork head."""
+    from safetensors.numpy import save_file
+
+    from artattr.embed.gallery import weights_fingerprint
+
+    def fingerprint(**tensors) -> str:
+        save_file({k.replace("__", "."): v for k, v in tensors.items()}, tmp_path / "model.safetensors")
+        return weights_fingerprint(tmp_path)
+
+    base = dict(backbone__w=np.zeros(3, np.float32), embedding__weight=np.ones((2, 3), np.float32))
+    first = fingerprint(**base, artwork__weight=np.zeros(3, np.float32))
+    assert fingerprint(**base, artwork__weight=np.ones(3, np.float32)) == first
+    assert fingerprint(**base) == first
+    assert fingerprint(**dict(base, backbone__w=np.full(3, 1e-3, np.float32))) != first
+    assert fingerprint(**dict(base, embedding__weight=np.ones((3, 2), np.float32))) != first  # same bytes, other shape

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from artattr.locate import find_painting, rectify
+from artattr.images import load_image
+from artattr.locate import DECODE_SIZE, find_painting, rectify
 from train.composite import corners_to_box, quad_iou, render_wall_photo
 
 PHOTOS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "photos500"
@@ -28,13 +29,30 @@ def _found(image: Image.Image) -> np.ndarray:
     return _whole(image.size) if corners is None else corners * np.array(image.size)
 
 
-def test_hand_placed_painting_is_found_and_flattened(painting):
-    """A painting pasted by hand at a known box on a plain wall, in a gilt frame: the crop is that box
-    and the rectified crop is the painting's own pixels."""
+def _framed(painting: Path) -> tuple[Image.Image, Image.Image]:
+    """``(wall, art)``: the painting resized to 300×220 and pasted by hand at (170, 130) on a plain
+    640×480 wall, in a 20 px gilt frame."""
     art = Image.open(painting).convert("RGB").resize((300, 220))
     wall = Image.new("RGB", (640, 480), (205, 200, 190))
     ImageDraw.Draw(wall).rectangle((150, 110, 150 + 300 + 2 * 20 - 1, 110 + 220 + 2 * 20 - 1), fill=(200, 170, 90))
     wall.paste(art, (170, 130))
+    return wall, art
+
+
+#: Where :func:`_framed` put the painted surface, as fractions of the wall (TL, TR, BR, BL).
+FRAMED = np.array([[170, 130], [470, 130], [470, 350], [170, 350]]) / np.array([640, 480])
+
+
+def _upload(photo: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    photo.save(buf, "JPEG", quality=92)
+    return buf.getvalue()
+
+
+def test_hand_placed_painting_is_found_and_flattened(painting):
+    """A painting pasted by hand at a known box on a plain wall, in a gilt frame: the crop is that box
+    and the rectified crop is the painting's own pixels."""
+    wall, art = _framed(painting)
     corners = find_painting(wall)
     assert corners is not None
     box = np.array(corners_to_box(corners * np.array(wall.size)))
@@ -46,22 +64,23 @@ def test_hand_placed_painting_is_found_and_flattened(painting):
 
 
 def test_wall_photos_are_cropped_to_the_painted_surface(data_dir, val_rows):
-    """Synthetic phone photos (frame, wall, perspective, light, JPEG) of real val paintings: the crop
-    matches the known placement (IoU >= 0.9) on most of them, and never misses it entirely."""
+    """Synthetic 1024 px phone photos (frame, wall, perspective, light, JPEG) of real val paintings,
+    decoded as uploads are: the crop matches the known placement (IoU >= 0.9) on most of them."""
     rng = np.random.default_rng(7)
     ious = []
-    for row in val_rows[11:35]:
-        photo, quad = render_wall_photo(Image.open(data_dir / row["path"]), rng, size=640)
-        ious.append(quad_iou(_found(photo), quad))
+    for row in val_rows[11:41]:
+        photo, quad = render_wall_photo(Image.open(data_dir / row["path"]), rng, size=1024)
+        upload = load_image(_upload(photo), draft_size=DECODE_SIZE)
+        ious.append(quad_iou(_found(upload), quad * np.array(upload.size) / np.array(photo.size)))
     ious = np.array(ious)
     assert np.mean(ious >= 0.9) >= 0.6, ious.round(2)
     assert np.median(ious) >= 0.9, ious.round(2)
 
 
 def test_clean_scans_are_left_whole(data_dir, val_rows):
-    """A clean scan is the painting: at most 1 of 60 val scans may be cropped (target >= 98 %)."""
-    cropped = [row["path"] for row in val_rows[:60] if find_painting(Image.open(data_dir / row["path"]).convert("RGB")) is not None]
-    assert len(cropped) <= 1, cropped
+    """A clean scan is the painting: at most 2 % of 150 val scans may be cropped (the target: >= 98 % uncropped)."""
+    cropped = [row["path"] for row in val_rows[:150] if find_painting(Image.open(data_dir / row["path"]).convert("RGB")) is not None]
+    assert len(cropped) <= 3, cropped
 
 
 def test_everyday_photos_are_not_cut_into_paintings():
@@ -74,16 +93,13 @@ def test_everyday_photos_are_not_cut_into_paintings():
 
 
 def test_predictor_and_cli_report_the_crop(predictor, painting, tmp_path):
-    rng = np.random.default_rng(3)
-    photo, quad = render_wall_photo(Image.open(painting), rng, size=800)
-    buf = io.BytesIO()
-    photo.save(buf, "JPEG", quality=92)
+    photo, _ = _framed(painting)
     path = tmp_path / "wall.jpg"
-    path.write_bytes(buf.getvalue())
+    path.write_bytes(_upload(photo))
 
     located = predictor.run(path)
     assert located.crop is not None and located.crop.shape == (4, 2)
-    assert quad_iou(located.crop * np.array(photo.size), quad) >= 0.5, "the crop is around the painting"
+    np.testing.assert_allclose(located.crop, FRAMED, atol=0.01)
     np.testing.assert_allclose(located.crop, find_painting(Image.open(path).convert("RGB")), atol=0.01)
     assert predictor.run(path, locate=False).crop is None
     clean = predictor.run(painting)  # a scan: no crop, the same answers as without locating
@@ -103,8 +119,7 @@ def test_app_analyses_the_detected_painting_or_the_whole_image(painting, tmp_pat
     import app
     from app_server import as_upload
 
-    rng = np.random.default_rng(3)
-    photo, _ = render_wall_photo(Image.open(painting), rng, size=800)
+    photo, _ = _framed(painting)
     photo.save(tmp_path / "wall.jpg", quality=92)
     path = as_upload(tmp_path / "wall.jpg")
     app.build_app()

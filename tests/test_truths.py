@@ -19,6 +19,7 @@ import pytest
 import torch
 import torch.nn as nn
 from PIL import Image
+from safetensors.numpy import save_file
 
 import artattr
 from artattr import ModelConfig, Output, Predictor
@@ -895,7 +896,7 @@ def test_gallery_search_place_and_round_trip(tmp_path):
     np.testing.assert_allclose(placed["sphere"], [0, 0, 1])
     np.testing.assert_allclose(g.place(emb[3])["umap"], umap[3], atol=1e-6)
 
-    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    save_file({"backbone.w": np.zeros(2, np.float32)}, tmp_path / "model.safetensors")
     (tmp_path / "config.json").write_text(ModelConfig(architecture="x", tasks={"style": ["Baroque", "Pop_Art"]}).to_json())
     g.save(tmp_path)
     back = Gallery.load(tmp_path)
@@ -904,7 +905,7 @@ def test_gallery_search_place_and_round_trip(tmp_path):
     np.testing.assert_array_equal(back.coords["umap"], umap)
     assert back.labels["style"].tolist() == [0, 1, 1, -1] and back.names == g.names and back.paths == g.paths
     assert back.thumbs == thumbs
-    (tmp_path / "model.safetensors").write_bytes(b"other weights")
+    save_file({"backbone.w": np.ones(2, np.float32)}, tmp_path / "model.safetensors")
     with pytest.warns(UserWarning, match="other weights"):
         assert Gallery.load(tmp_path) is None
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
-from .data import TASKS
+from artattr.config import TASKS
 
 
 class ConfigError(ValueError):

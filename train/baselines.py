@@ -18,7 +18,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .data import TASKS, Vocab, load_source, split_rows
+from artattr.config import TASKS
+
+from .data import Vocab, load_source, split_rows
 from .metrics import all_metrics
 
 PROBES = ("logreg", "forest")

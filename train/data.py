@@ -28,10 +28,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from artattr.config import TASKS
 from artattr.images import ImageInput
 from artattr.preprocess import Preprocess
 
-TASKS = ("style", "genre", "artist")
 OTHER = "other"
 MISSING = -1
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}

@@ -28,7 +28,8 @@ from PIL import Image
 from tqdm import tqdm
 
 import artattr
-from artattr.embed.gallery import PLACE_K, PLACE_TEMPERATURE, TASKS, Gallery
+from artattr.config import TASKS
+from artattr.embed.gallery import PLACE_K, PLACE_TEMPERATURE, Gallery
 
 from .data import Row, image_input, load_source
 from .metrics import task_metrics

@@ -29,8 +29,6 @@ from ..config import display_name, read_config
 GALLERY_DIR = "gallery"
 ARRAYS_FILE, META_FILE = "gallery.npz", "meta.json"
 FORMAT_VERSION = 1
-#: Label columns stored per painting (raw dataset labels, not the model's vocabulary).
-TASKS = ("style", "artist", "genre")
 #: An upload lands on the UMAP map at the similarity-weighted mean of this many gallery neighbours:
 #: what ``umap.transform`` starts from, without its optimisation epochs (see train/gallery.py for
 #: the measured distance between the two).
@@ -212,11 +210,24 @@ def nearest(gallery: Gallery, embedding: np.ndarray, k: int = 8) -> list[Neighbo
             for i, s in zip(idx, sims)]
 
 
+#: Weights that do not move a painting in the explorer: the "not a painting" head is refitted on its
+#: own (``python -m train trust``), and that must not orphan the checkpoint's gallery.
+NOT_PLACING = ("artwork.",)
+
+
 def weights_fingerprint(model_dir: str | os.PathLike) -> str:
-    """SHA-256 of the weights file: a re-trained model keeps old extra files (``save_checkpoint``
-    preserves them), and a gallery embedded by other weights would show wrong neighbours."""
-    with open(Path(model_dir) / "model.safetensors", "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    """SHA-256 of the weights that place paintings (every tensor but :data:`NOT_PLACING`'s): a
+    re-trained model keeps old extra files (``save_checkpoint`` preserves them), and a gallery
+    embedded by other weights would show wrong neighbours."""
+    from safetensors import safe_open
+
+    digest = hashlib.sha256()
+    with safe_open(Path(model_dir) / "model.safetensors", framework="numpy") as f:
+        for key in sorted(k for k in f.keys() if not k.startswith(NOT_PLACING)):
+            tensor = f.get_tensor(key)
+            digest.update(f"{key} {tensor.dtype} {tensor.shape}\n".encode())
+            digest.update(tensor.tobytes())
+    return digest.hexdigest()
 
 
 #: WikiArt file names lost every non-ASCII character and apostrophe to "-": "the-custom-s-house",

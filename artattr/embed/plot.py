@@ -95,14 +95,16 @@ def figure(gallery: Gallery, view: str = "sphere", color_by: str = "style", uplo
         axis["range"] = [-1.05, 1.05]
     fig = go.Figure(traces)
     # The legend sits below the scene, not over it (on a phone a side legend hid half the sphere),
-    # and the camera is close enough that the sphere fills the scene's width.
+    # and the camera is as close as it can be without cutting anything off: the sphere then spans
+    # ~94 % of the scene's height; UMAP's cloud reaches into its box's corners and needs more room.
+    eye = dict(x=0.84, y=0.84, z=0.54) if view == "sphere" else dict(x=1.05, y=1.05, z=0.67)
     fig.update_layout(
         height=height, margin=dict(l=0, r=0, t=0, b=0), uirevision=view,
         legend=dict(orientation="h", itemsizing="constant", x=0, y=0, yanchor="top", font=dict(size=11),
                     traceorder="normal"),
         scene=dict(xaxis=axis, yaxis=axis, zaxis=axis, aspectmode="cube", dragmode="orbit",
                    domain=dict(x=[0, 1], y=[0, 1]),
-                   camera=dict(eye=dict(x=1.05, y=1.05, z=0.67), up=dict(x=0, y=0, z=1)),
+                   camera=dict(eye=eye, up=dict(x=0, y=0, z=1)),
                    uirevision=view),
     )
     return fig
