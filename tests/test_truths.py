@@ -971,13 +971,16 @@ def test_gallery_file_names_the_weights_by_their_sha256_and_refuses_newer_format
     from artattr.embed import Gallery
 
     g = _three_paintings(display={"style": {"Pop_Art": "Pop art"}})
-    (tmp_path / "model.safetensors").write_bytes(b"some weights")
+    w = np.arange(6, dtype=np.float32).reshape(2, 3)
+    save_file({"heads.w": w, "artwork.w": np.ones(2, np.float32)}, tmp_path / "model.safetensors")
+    # the placing weights' names, dtypes, shapes and bytes; the refittable "not a painting" head is left out
+    sha = hashlib.sha256(b"heads.w float32 (2, 3)\n" + w.tobytes()).hexdigest()
     config = ModelConfig(architecture="x", tasks={"style": ["Impressionism", "Pop_Art"]}, display={"style": {"Pop_Art": "Pop art"}})
     (tmp_path / "config.json").write_text(config.to_json())
     folder = g.save(tmp_path)
     assert folder == tmp_path / "gallery" and sorted(p.name for p in folder.iterdir()) == ["gallery.npz", "meta.json"]
     meta = json.loads((folder / "meta.json").read_text())
-    assert meta == {"format_version": 1, "n": 3, "views": ["umap"], "weights_sha256": hashlib.sha256(b"some weights").hexdigest()}
+    assert meta == {"format_version": 1, "n": 3, "views": ["umap"], "weights_sha256": sha}
     with np.load(folder / "gallery.npz") as z:
         assert z["embedding"].dtype == np.float16 and z["labels_style"].dtype == np.int16
         assert z["thumb_offsets"].tolist() == [0, *np.cumsum([len(t) for t in g.thumbs]).tolist()]
