@@ -853,6 +853,31 @@ def test_config_round_trip_and_refusals(tmp_path):
             artattr.read_config(tmp_path)
     with pytest.raises(CheckpointError, match="config.json: not found"):
         artattr.read_config(tmp_path / "nowhere")
+    # the shortest calibration map is two points (a straight line)
+    two = ModelConfig.from_dict({**data, "calibration": {"style": [[0.0, 1.0], [0.1, 0.9]]}})
+    assert two.calibration == {"style": [[0.0, 1.0], [0.1, 0.9]]}
+
+
+def test_data_may_be_the_metadata_csv_itself(tmp_path):
+    """``--data`` names a folder with metadata.csv or the CSV file; paths are relative to the file."""
+    from train.data import load_source
+
+    (tmp_path / "meta.csv").write_text("path,style,artist,genre\na.jpg,Baroque,rembrandt,portrait\n")
+    for data in (tmp_path / "meta.csv", tmp_path / "META.CSV"):
+        if not data.exists():
+            data.write_text((tmp_path / "meta.csv").read_text())
+        rows = load_source(str(data))
+        assert [(r.path, r.labels) for r in rows] == [(str(tmp_path / "a.jpg"),
+                                                       {"style": "Baroque", "genre": "portrait", "artist": "rembrandt"})]
+
+
+
+def test_the_default_split_is_the_csvs_own_column():
+    from train.data import Row, split_rows
+
+    rows = [Row(path=str(i), labels={}, split=s) for i, s in enumerate(["train", "val", "train", "", "val"])]
+    train, val = split_rows(rows)
+    assert [r.path for r in train] == ["0", "2"] and [r.path for r in val] == ["1", "4"]
 
 
 def test_hub_module_is_reachable_from_the_package():
