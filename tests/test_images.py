@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -99,3 +100,137 @@ def test_exif_orientation_is_applied_once(odd_images):
     """The app sends the upright picture to its model process, which loads it again."""
     upright = load_image(odd_images["rotated.jpg"], draft_size=160)
     assert load_image(upright).size == upright.size
+
+
+# ---------------------------------------------------------------------- exact values, worked out by hand
+
+def test_16bit_and_float_images_are_stretched_to_their_own_range():
+    """(v - min) / (max - min) * 255, truncated: 1000..5000 -> 0, 63, 127, 255; a flat image is black."""
+    arr16 = np.array([[1000, 2000], [3000, 5000]], dtype=np.uint16)
+    for img in (Image.fromarray(arr16), Image.fromarray(arr16.astype(np.int32)), Image.fromarray(arr16.astype(np.float32))):
+        assert img.mode in ("I;16", "I", "F")
+        got = np.asarray(load_image(img))
+        np.testing.assert_array_equal(got[..., 0], [[0, 63], [127, 255]], err_msg=img.mode)
+        assert (got == got[..., :1]).all()  # grey
+    nan = Image.fromarray(np.array([[np.nan, 1.0], [3.0, 5.0]], dtype=np.float32))
+    np.testing.assert_array_equal(np.asarray(load_image(nan))[..., 0], [[0, 51], [153, 255]])  # NaN counts as 0
+    for flat in (np.full((2, 2), 7, np.uint16), np.full((2, 2), 7, np.float32)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # black without computing 0 / 0
+            assert not np.asarray(load_image(Image.fromarray(flat))).any()
+
+
+def test_arrays_in_every_layout_and_range():
+    """HWC, CHW, one channel; floats in [0, 1] scaled by 255, other numbers clipped to 0..255."""
+    unit = np.array([[0.0, 0.5], [1.0, 0.25]])
+    np.testing.assert_array_equal(np.asarray(load_image(unit))[..., 1], [[0, 127], [255, 63]])
+    np.testing.assert_array_equal(np.asarray(load_image(np.array([[-1.0, 0.5], [2.0, 300.0]])))[..., 2], [[0, 0], [2, 255]])
+    np.testing.assert_array_equal(np.asarray(load_image(np.array([[7, 300], [0, 1]], dtype=np.int32)))[..., 0],
+                                  [[7, 255], [0, 1]])
+    rgb = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    np.testing.assert_array_equal(np.asarray(load_image(rgb.transpose(2, 0, 1))), rgb)  # CHW -> HWC
+    np.testing.assert_array_equal(np.asarray(load_image(rgb[..., :1])), np.repeat(rgb[..., :1], 3, axis=2))  # H×W×1
+    np.testing.assert_array_equal(np.asarray(load_image(rgb[..., 0][None])), np.repeat(rgb[..., :1], 3, axis=2))  # 1×H×W
+    three = np.arange(3 * 5 * 3, dtype=np.uint8).reshape(3, 5, 3)  # already H×W×3 with H = 3: left as it is
+    np.testing.assert_array_equal(np.asarray(load_image(three)), three)
+    for bad in (np.zeros((5, 5, 2), np.uint8), np.zeros((2, 2, 2, 3), np.uint8), np.zeros(5, np.uint8)):
+        with pytest.raises(ValueError, match="Expected an H×W"):
+            load_image(bad)
+    with pytest.raises(ValueError, match="empty"):
+        load_image(np.zeros((0, 4, 3), np.uint8))
+
+
+def test_transparency_is_paper_white():
+    """Half-transparent red (alpha 128) over white: green and blue 255 * (1 - 128 / 255) = 127; LA and palette too."""
+    red = np.zeros((2, 2, 4), np.uint8)
+    red[...] = (255, 0, 0, 128)
+    np.testing.assert_allclose(np.asarray(load_image(red))[0, 0], [255, 127, 127], atol=1)
+    la = Image.fromarray(np.array([[[0, 0], [0, 255]]], dtype=np.uint8), "LA")  # transparent black, opaque black
+    np.testing.assert_array_equal(np.asarray(load_image(la))[0], [[255] * 3, [0] * 3])
+    pal = Image.new("P", (2, 1))
+    pal.putpalette([0, 0, 0, 0, 0, 255] + [0] * 762)
+    pal.putpixel((1, 0), 1)
+    pal.info["transparency"] = 0  # palette entry 0 is see-through
+    np.testing.assert_array_equal(np.asarray(load_image(pal))[0], [[255, 255, 255], [0, 0, 255]])
+
+
+@pytest.mark.parametrize("orientation, upright", [
+    (2, lambda a: a[:, ::-1]), (3, lambda a: a[::-1, ::-1]), (4, lambda a: a[::-1]),
+    (5, lambda a: a.transpose(1, 0, 2)), (6, lambda a: np.rot90(a, -1)), (7, lambda a: a[::-1, ::-1].transpose(1, 0, 2)),
+    (8, lambda a: np.rot90(a, 1)), (1, lambda a: a)])
+def test_each_exif_orientation_is_turned_upright(orientation, upright):
+    """The EXIF orientation tag as the standard defines it, written with numpy flips and rotations."""
+    arr = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3) * 10
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG", exif=exif.tobytes())
+    img = load_image(buf.getvalue())
+    np.testing.assert_array_equal(np.asarray(img), upright(arr))
+    if orientation != 1:
+        assert img.info == {}  # upright now: the tag must not turn it again
+
+
+def test_size_limits_are_inclusive_and_per_call():
+    assert load_image(np.zeros((10, 10, 3), np.uint8), max_pixels=100).size == (10, 10)
+    with pytest.raises(ValueError, match="the limit is 0 MP"):
+        load_image(np.zeros((10, 11, 3), np.uint8), max_pixels=100)
+    assert load_image(np.zeros((1, 20, 3), np.uint8)).size == (20, 1)  # 20:1 is still allowed
+    with pytest.raises(ValueError, match="aspect ratio"):
+        load_image(np.zeros((21, 1, 3), np.uint8))
+
+
+@pytest.mark.parametrize("mode", ["RGB", "P", "1"])
+def test_draft_size_reduces_by_the_largest_whole_factor_with_box_means(mode):
+    """Short side 11 for an input size of 4: factor 11 // 4 = 2, each output pixel the mean of a 2×2 box."""
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (11, 12, 3), dtype=np.uint8)
+    img = {"RGB": Image.fromarray(rgb), "P": Image.fromarray(rgb).quantize(16), "1": Image.fromarray(rgb).convert("1")}[mode]
+    full = np.asarray(load_image(img), dtype=float)
+    small = np.asarray(load_image(img, draft_size=4), dtype=float)
+    assert small.shape == (6, 6, 3)  # the last, half box is kept
+    assert np.abs(small[:5] - full[:10].reshape(5, 2, 6, 2, 3).mean((1, 3))).max() <= 1.5
+    assert load_image(img, draft_size=6).size == img.size  # 11 // 6 = 1: nothing to reduce
+
+
+def test_a_pil_image_comes_back_as_a_copy():
+    """Callers draw on what they get: the caller's own picture must not change."""
+    src = Image.new("RGB", (4, 4), (1, 2, 3))
+    out = load_image(src)
+    out.putpixel((0, 0), (9, 9, 9))
+    assert out is not src and src.getpixel((0, 0)) == (1, 2, 3)
+    assert np.asarray(load_image(bytearray(png_bytes(src)))).shape == (4, 4, 3)
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_jpeg_draft_is_libjpegs_own_scaled_decode(odd_images, mode):
+    """With a draft size a JPEG is decoded at libjpeg's DCT scale (Pillow's ``draft``), not decoded in
+    full and shrunk afterwards: the pixels are exactly Pillow's."""
+    path = odd_images["big.jpg"]
+    if mode == "L":
+        Image.open(path).convert("L").save(path.with_name("big_gray.jpg"), quality=90)
+        path = path.with_name("big_gray.jpg")
+    want = Image.open(path)
+    want.draft(mode, (320, 320))
+    want = np.asarray(want.convert("RGB"))
+    got = np.asarray(load_image(path, draft_size=320))
+    assert want.shape == (384, 512, 3)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_a_truncated_or_damaged_file_is_called_that(bad_files):
+    """Cut short (libjpeg: "truncated") or damaged inside (zlib: "broken data stream"): one message."""
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, format="PNG")
+    damaged = bytearray(buf.getvalue())
+    damaged[len(damaged) // 2:len(damaged) // 2 + 20] = bytes(20)
+    for source in (bad_files["truncated.jpg"], bytes(damaged)):
+        with pytest.raises(ValueError, match=r"truncated or corrupt \(it may not have finished uploading\)"):
+            load_image(source)

@@ -6,6 +6,7 @@ Everything here is cheap (tiny hand-built models, a few real paintings, the sess
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import struct
@@ -79,6 +80,49 @@ def test_top_k_names_the_right_labels_in_order():
     assert [label for label, _ in artattr.top_k(seven, {"style": list("abcdefg")})["style"]] == list("gfedc")  # 5 by default
 
 
+def test_calibration_map_moves_the_top_probability_and_rescales_the_rest():
+    """Worked by hand: top 0.6 read off the map (0, 0) (0.5, 0.5) (1, 0.8) is 0.56; the others scale by
+    0.44 / 0.4 = 1.1. Mapped below the runner-up's share (0.3 / 0.7), the top is held at that floor,
+    so it never falls below the runner-up; with two classes the runner-up is the other one."""
+    from artattr.output import recalibrate
+
+    curve = [[0.0, 0.5, 1.0], [0.0, 0.5, 0.8]]
+    np.testing.assert_allclose(recalibrate(np.array([0.3, 0.6, 0.1]), curve), [0.33, 0.56, 0.11])
+    low = [[0.0, 1.0], [0.0, 1 / 3]]  # 0.6 -> 0.2
+    batch = np.array([[0.6, 0.3, 0.1], [0.1, 0.3, 0.6], [0.4, 0.6, 0.0]], dtype=np.float32)
+    out = recalibrate(batch, low)
+    assert out.dtype == np.float32 and out.shape == (3, 3)
+    np.testing.assert_allclose(out, [[3 / 7, 3 / 7, 1 / 7], [1 / 7, 3 / 7, 3 / 7], [0.5, 0.5, 0.0]], rtol=1e-6)
+    np.testing.assert_allclose(recalibrate(np.array([0.6, 0.4]), low), [0.5, 0.5])
+
+
+def test_unknown_artist_score_and_flags_without_fitted_thresholds():
+    """No thresholds: "not a painting" is never said, the artist is unknown when "other" is the top
+    answer, and "not sure" is a top probability below 0.5."""
+    from artattr.output import flags, unknown_score
+
+    config = ModelConfig("x", {"style": ["a", "b"], "artist": ["p", "other", "q"]}, unknown_label={"artist": "other"})
+    other_top = Output({"style": np.array([0.45, 0.55]), "artist": np.array([0.3, 0.5, 0.2])}, None, None, artwork_score=0.01)
+    assert unknown_score(other_top, config) == pytest.approx(0.7)  # 1 - 0.3: "other" itself does not count
+    assert flags(other_top, config) == {"not_artwork": False, "artwork_score": pytest.approx(0.01), "unknown_artist": True,
+                                        "unknown_artist_score": pytest.approx(0.7), "uncertain": []}
+    known_top = Output({"style": np.array([0.5, 0.5]), "artist": np.array([0.2, 0.3, 0.5])}, None, None)
+    f = flags(known_top, config)
+    assert f["unknown_artist"] is False and f["uncertain"] == [] and f["unknown_artist_score"] == pytest.approx(0.5)
+    unsure = Output({"style": np.array([0.51, 0.49]), "artist": np.array([0.4, 0.35, 0.25])}, None, None)
+    assert flags(unsure, config)["uncertain"] == ["artist"]
+    # a model without an artist head, or without an unknown label, has no unknown-artist score
+    assert unknown_score(Output({"style": np.array([1.0, 0.0])}, None, None), config) is None
+    plain = ModelConfig("x", {"style": ["a", "b"], "artist": ["p", "q"]})
+    assert unknown_score(known_top, plain) is None and flags(known_top, plain)["unknown_artist"] is False
+    assert unknown_score(other_top, config, task="style") is None
+    # at exactly the fitted threshold: not "not a painting", not unknown, not "not sure"
+    fitted = ModelConfig("x", config.tasks, unknown_label={"artist": "other"},
+                         thresholds={"artwork": 0.25, "unknown_artist": 0.7, "uncertain": {"style": 0.55, "artist": 0.6}})
+    edge = flags(Output(other_top.probs, None, None, artwork_score=0.25), fitted)
+    assert edge["not_artwork"] is False and edge["unknown_artist"] is False and edge["uncertain"] == ["artist"]
+
+
 # ------------------------------------------------------------------------------ normalisation
 
 class _MeanColour(nn.Module):
@@ -134,6 +178,73 @@ def test_center_crop_keeps_the_central_square():
     np.testing.assert_allclose(x.mean((1, 2)).numpy(), [0, 1, 0], atol=0.05)  # bilinear edges bleed a little
     squashed = _colour_predictor((0.0,) * 3, (1.0,) * 3, size=6).to_tensor(arr)
     np.testing.assert_allclose(squashed.mean((1, 2)).numpy(), [1 / 3] * 3, atol=0.02)
+
+
+@pytest.mark.parametrize("w, h, left, top", [(12, 7, 2, 0), (7, 12, 0, 2), (11, 7, 2, 0)])
+def test_center_crop_cuts_the_middle_without_resampling_when_the_short_side_fits(w, h, left, top):
+    """Short side = input size: no resize, the crop starts at (long - short) // 2; every pixel is unique,
+    so the numbers show exactly which square was kept."""
+    from artattr.preprocess import Preprocess
+
+    arr = np.arange(h * w * 3, dtype=np.uint8).reshape(h, w, 3)
+    got = Preprocess(7, "center_crop").pixels(Image.fromarray(arr)).numpy()
+    np.testing.assert_array_equal(got, arr[top:top + 7, left:left + 7])
+
+
+def test_center_crop_of_a_tall_image_keeps_the_middle_third():
+    """Top, middle and bottom thirds red, green, blue (the transpose of the wide case above)."""
+    arr = np.zeros((180, 60, 3), np.uint8)
+    arr[:60, :, 0] = arr[60:120, :, 1] = arr[120:, :, 2] = 255
+    x = _colour_predictor((0.0,) * 3, (1.0,) * 3, size=6, resize="center_crop").to_tensor(arr)
+    assert x.shape == (3, 6, 6)
+    np.testing.assert_allclose(x.mean((1, 2)).numpy(), [0, 1, 0], atol=0.05)
+
+
+@pytest.mark.parametrize("resample, pil", [("bilinear", Image.BILINEAR), ("bicubic", Image.BICUBIC),
+                                           ("lanczos", Image.LANCZOS)])
+def test_resample_filter_is_the_one_named_in_the_config(resample, pil):
+    """The named Pillow filter with reducing_gap 3 (what the model was trained on), as Pillow computes it."""
+    from artattr.preprocess import Preprocess
+
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (41, 47, 3), dtype=np.uint8))  # under 2 × 24: no reduce()
+    config = ModelConfig(architecture="x", tasks={"style": ["a"]}, input_size=24, resample=resample)
+    pre = Preprocess.from_config(config)
+    assert (pre.size, pre.resize_mode, pre.resample) == (24, "squash", resample)
+    want = np.asarray(img.resize((24, 24), pil, reducing_gap=3.0))
+    np.testing.assert_array_equal(pre.pixels(img).numpy(), want)
+    normalised = (want / 255 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)  # the config's default mean/std
+    np.testing.assert_allclose(pre.to_tensor(img).numpy(), normalised.transpose(2, 0, 1), atol=1e-5)
+    others = [Image.BILINEAR, Image.BICUBIC, Image.LANCZOS]
+    others.remove(pil)
+    assert all(not np.array_equal(want, np.asarray(img.resize((24, 24), o, reducing_gap=3.0))) for o in others)
+
+
+def test_big_downscales_use_pillows_reducing_gap():
+    """A side shrunk 3× or more goes through Pillow's box pre-reduction (reducing_gap 3), as in training:
+    a 30 × 200 strip squashed to 24 (decoding cannot reduce it: its short side is under 2 × 24), and a
+    200 × 150 image resized for the center crop."""
+    from artattr.preprocess import Preprocess
+
+    rng = np.random.default_rng(1)
+    strip = Image.fromarray(rng.integers(0, 256, (30, 200, 3), dtype=np.uint8))
+    want = np.asarray(strip.resize((24, 24), Image.BILINEAR, reducing_gap=3.0))
+    assert not np.array_equal(want, np.asarray(strip.resize((24, 24), Image.BILINEAR)))
+    np.testing.assert_array_equal(Preprocess(24).pixels(strip).numpy(), want)
+    big = Image.fromarray(rng.integers(0, 256, (150, 200, 3), dtype=np.uint8))
+    want = np.asarray(big.resize((32, 24), Image.BILINEAR, reducing_gap=3.0).crop((4, 0, 28, 24)))
+    np.testing.assert_array_equal(np.asarray(Preprocess(24, "center_crop").resize(big)), want)
+
+
+def test_preprocessing_settings_are_checked():
+    from artattr.preprocess import Preprocess
+
+    for size in (1, 4096):
+        assert Preprocess(size).size == size
+    for bad in ({"size": 0}, {"size": 4097}, {"size": 16.0}, {"mean": (0.5, 0.5)}, {"std": (0.5, 0.5, 0.5, 0.5)},
+                {"std": (0.5, 0.0, 0.5)}, {"std": (0.5, 0.5, -1.0)}):
+        with pytest.raises(ValueError, match="input_size must be|mean and std need 3"):
+            Preprocess(**bad)
 
 
 # ------------------------------------------------------------------------------ temperature fit, ECE, metrics
@@ -317,6 +428,77 @@ def test_class_weights_are_inverse_frequency_with_mean_one_per_example():
     np.testing.assert_allclose(class_weights(targets, 4, 0.0).numpy(), np.ones(4), rtol=1e-6)
 
 
+def test_task_loss_skips_unlabelled_tasks_and_weights_classes_tasks_and_arcface():
+    """The objective written out: weighted cross-entropy (sum of w_y * NLL over sum of w_y) per task
+    with labels, exp(-s) * L + s with a learned log-variance s, and ArcFace's cross-entropy times its
+    weight; a task (or ArcFace's task) without a labelled row adds nothing."""
+    from train.data import Vocab
+    from train.fit import make_args
+    from train.loss import Objective, TaskLoss
+
+    vocab = Vocab({"genre": ["x", "y"], "style": ["a", "b", "c"]})  # the task without labels comes first
+    y = {"genre": torch.full((4,), -1), "style": torch.tensor([0, 0, 2, -1])}
+    gen = torch.Generator().manual_seed(1)
+    out = {"genre": torch.randn(4, 2, generator=gen), "style": torch.randn(4, 3, generator=gen) * 2,
+           "embedding": torch.randn(4, 5, generator=gen)}
+    logp = np.log(_softmax(out["style"].double().numpy()))
+    nll = np.array([-logp[i, y["style"][i]] for i in range(3)])
+    counts = np.array([2, 1, 1])  # class 1 never seen: counted as 1
+    w = (2 / counts) / ((2 / counts) * counts).sum() * counts.sum()
+    weighted = (w[[0, 0, 2]] * nll).sum() / w[[0, 0, 2]].sum()
+    plain_ce = nll.mean()
+    no_arcface = types.SimpleNamespace(arcface_task=None)
+
+    args = make_args({"loss_weighting": "fixed", "label_smoothing": 0.0, "arcface_weight": 0.0, "class_weight_power": 1.0})
+    loss, plain = TaskLoss(args, vocab, y)(out, y, no_arcface)
+    assert loss.item() == pytest.approx(weighted, rel=1e-5) and plain.item() == pytest.approx(plain_ce, rel=1e-5)
+
+    args = make_args({"loss_weighting": "uncertainty", "label_smoothing": 0.0, "arcface_weight": 0.0})
+    criterion = TaskLoss(args, vocab, y)
+    with torch.no_grad():
+        criterion.log_vars["style"].fill_(np.log(2.0))
+    assert criterion(out, y, no_arcface)[0].item() == pytest.approx(plain_ce / 2 + np.log(2.0), rel=1e-5)
+
+    # ArcFace: its head's logits for the labelled rows, cross-entropy times arcface_weight
+    arc_logits = torch.randn(4, 3, generator=gen)
+    seen = []
+
+    def head(features, labels):
+        seen.append((features, labels))
+        return arc_logits
+
+    model = types.SimpleNamespace(arcface_task="style", arcface={"embedding": head})
+    arc_logp = np.log(_softmax(arc_logits.double().numpy()))
+    arc = -np.mean([arc_logp[i, y["style"][i]] for i in range(3)])
+    args = make_args({"loss_weighting": "fixed", "label_smoothing": 0.0, "arcface_weight": 0.25})
+    criterion = TaskLoss(args, vocab, y)
+    loss, plain = criterion(out, y, model)
+    assert loss.item() == pytest.approx(plain_ce + 0.25 * arc, rel=1e-5) and plain.item() == pytest.approx(plain_ce, rel=1e-5)
+    assert torch.equal(seen[0][0], out["embedding"]) and seen[0][1] is y["style"]
+    no_style = {"genre": torch.tensor([0, 1, 1, 0]), "style": torch.full((4,), -1)}
+    genre_ce = float(torch.nn.functional.cross_entropy(out["genre"], no_style["genre"]))
+    assert criterion(out, no_style, model)[0].item() == pytest.approx(genre_ce, rel=1e-5)  # no ArcFace term
+
+    # a model with one task, whose only labels are class 0
+    one = {"style": torch.tensor([0, -1, 0, -1])}
+    args = make_args({"loss_weighting": "fixed", "label_smoothing": 0.0, "arcface_weight": 0.0})
+    zero_ce = -np.mean([logp[i, 0] for i in (0, 2)])
+    assert TaskLoss(args, Vocab({"style": ["a", "b", "c"]}), one)(out, one, no_arcface)[0].item() == pytest.approx(zero_ce, rel=1e-5)
+
+    # Objective: the net's outputs and the criterion's loss on them, in one module
+    loss2, plain2, out2 = Objective(nn.Identity(), criterion, nn.Identity())(out, y)  # nn.Identity: no ArcFace
+    assert out2 is out and loss2.item() == pytest.approx(plain_ce, rel=1e-5) and plain2.item() == pytest.approx(plain_ce, rel=1e-5)
+
+
+def test_temperature_is_kept_between_a_twentieth_and_twenty():
+    """Labels that ignore the logits need T -> infinity and perfectly separated ones T -> 0: both are clamped."""
+    from train.loss import fit_temperature
+
+    z = torch.tensor([[0.5, -0.5], [0.5, -0.5], [-0.5, 0.5], [-0.5, 0.5]])
+    assert fit_temperature(z, torch.tensor([0, 1, 0, 1])) == pytest.approx(20.0)
+    assert fit_temperature(z, torch.tensor([0, 0, 1, 1])) == pytest.approx(0.05)
+
+
 # ------------------------------------------------------------------------------ heatmaps follow the chosen class
 
 class _RedHalves(nn.Module):
@@ -492,6 +674,106 @@ def test_default_model_heatmaps_depend_on_the_target(predictor, painting):
     assert np.corrcoef(a.ravel(), b.ravel())[0, 1] < 0.9
 
 
+# ------------------------------------------------------------------------------ heatmap plumbing (explain/base.py)
+
+def _gauss(sigma: float, radius: int) -> np.ndarray:
+    g = np.exp(-np.arange(-radius, radius + 1) ** 2 / (2 * sigma ** 2))
+    return g / g.sum()
+
+
+@pytest.mark.parametrize("h, w, sigma, radius", [(16, 16, 1.0, 2), (40, 40, 2.0, 4), (80, 60, 3.0, 6), (60, 100, 3.0, 6)])
+def test_blur_baseline_is_a_gaussian_of_a_twentieth_of_the_short_side(h, w, sigma, radius):
+    """One bright pixel blurs into the outer product of a Gaussian of sigma = max(1, short side / 20),
+    cut at 2 sigma (kernel 2 * ceil(2 sigma) + 1), each channel on its own."""
+    from artattr.explain.base import baseline_for, blurred
+
+    x = torch.zeros(1, 3, h, w)
+    x[0, 1, h // 2, w // 2] = 1.0
+    g = _gauss(sigma, radius)
+    want = np.zeros((h, w))
+    want[h // 2 - radius:h // 2 + radius + 1, w // 2 - radius:w // 2 + radius + 1] = np.outer(g, g)
+    out = blurred(x)
+    np.testing.assert_allclose(out[0, 1].numpy(), want, atol=1e-6)
+    assert out[0, 0].abs().max() == 0 and out[0, 2].abs().max() == 0
+    np.testing.assert_array_equal(baseline_for(x, "blur"), out)
+    np.testing.assert_allclose(blurred(x[0])[1].numpy(), want, atol=1e-6)  # one image (3, H, W): the same blur
+
+
+def test_mean_baseline_is_each_channels_mean_colour():
+    from artattr.explain.base import baseline_for
+
+    x = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).view(2, 3, 4, 5)
+    out = baseline_for(x, "mean")
+    assert out.shape == x.shape and out.is_contiguous()
+    for b in range(2):
+        for c in range(3):
+            assert torch.all(out[b, c] == x[b, c].numpy().mean())
+    with pytest.raises(ValueError, match="Unknown baseline 'zero'"):
+        baseline_for(x, "zero")
+
+
+def test_half_precision_heatmaps_only_where_the_hardware_computes_them(monkeypatch):
+    """bfloat16 on a CPU with AMX or AVX512-BF16, on a GPU that supports it; never emulated."""
+    from artattr.explain.base import fast_dtype
+
+    for amx, avx512 in ((False, False), (True, False), (False, True), (True, True)):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512, raising=False)
+        assert fast_dtype(torch.device("cpu")) == (torch.bfloat16 if amx or avx512 else None)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")  # an older torch: no bfloat16
+    assert fast_dtype(torch.device("cpu")) is None
+    for bf16 in (False, True):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)
+        assert fast_dtype(torch.device("cuda")) == (torch.bfloat16 if bf16 else None)
+    assert fast_dtype(torch.device("meta")) is None
+
+
+def test_progress_advances_once_per_expected_call_and_stops_at_one():
+    from artattr.explain.base import reporting
+
+    def forward(x, scale=1):
+        return x * scale
+
+    assert reporting(forward, None, 3, "occlusion") is forward
+    seen = []
+    wrapped = reporting(forward, lambda fraction, desc: seen.append((fraction, desc)), 2, "IG")
+    assert [wrapped(2, scale=3), wrapped(1), wrapped(5)] == [6, 1, 5]
+    assert seen == [(0.5, "IG"), (1.0, "IG"), (1.0, "IG")]
+
+
+def test_evidence_becomes_a_map_from_zero_to_one():
+    """Negative evidence (and NaN, ±inf) counts as none; the largest positive value becomes 1."""
+    from artattr.explain.base import normalise
+
+    heat = normalise(torch.tensor([[-2.0, 0.5, 2.0], [float("nan"), float("inf"), float("-inf")]], dtype=torch.float64))
+    assert heat.dtype == np.float32
+    np.testing.assert_array_equal(heat, [[0, 0.25, 1], [0, 0, 0]])
+    np.testing.assert_array_equal(normalise(-torch.ones(2, 2)), np.zeros((2, 2)))
+
+
+def test_attribute_explains_the_given_class_with_a_given_method_and_temperature():
+    """A callable method sees the model, task, class and temperature asked for; an unknown name is refused."""
+    from artattr.explain.base import attribute
+
+    model = nn.Linear(2, 2)
+    seen = {}
+
+    def method(target, x, progress, **options):
+        seen.update(task=target.task, index=target.index, t=target.temperature, training=target.model.training,
+                    grad=[p.requires_grad for p in target.model.parameters()], options=options, progress=progress)
+        return torch.tensor([[1.0, -1.0], [3.0, 4.0]])
+
+    model.train()
+    np.testing.assert_allclose(attribute(model, torch.zeros(1, 2), "genre", 1, method, temperature=2.5, window=4),
+                               [[0.25, 0], [0.75, 1]])
+    assert seen == {"task": "genre", "index": 1, "t": 2.5, "training": False, "grad": [False, False],
+                    "options": {"window": 4}, "progress": None}
+    assert model.training and all(p.requires_grad for p in model.parameters())  # restored
+    with pytest.raises(ValueError, match="Unknown explanation method 'nope'"):
+        attribute(model, torch.zeros(1, 2), "genre", 1, "nope")
+
+
 # ------------------------------------------------------------------------------ checkpoints
 
 TASKS = {"style": ["a", "b", "c"], "genre": ["x", "y"]}
@@ -602,6 +884,31 @@ def test_config_round_trip_and_refusals(tmp_path):
             artattr.read_config(tmp_path)
     with pytest.raises(CheckpointError, match="config.json: not found"):
         artattr.read_config(tmp_path / "nowhere")
+    # the shortest calibration map is two points (a straight line)
+    two = ModelConfig.from_dict({**data, "calibration": {"style": [[0.0, 1.0], [0.1, 0.9]]}})
+    assert two.calibration == {"style": [[0.0, 1.0], [0.1, 0.9]]}
+
+
+def test_data_may_be_the_metadata_csv_itself(tmp_path):
+    """``--data`` names a folder with metadata.csv or the CSV file; paths are relative to the file."""
+    from train.data import load_source
+
+    (tmp_path / "meta.csv").write_text("path,style,artist,genre\na.jpg,Baroque,rembrandt,portrait\n")
+    for data in (tmp_path / "meta.csv", tmp_path / "META.CSV"):
+        if not data.exists():
+            data.write_text((tmp_path / "meta.csv").read_text())
+        rows = load_source(str(data))
+        assert [(r.path, r.labels) for r in rows] == [(str(tmp_path / "a.jpg"),
+                                                       {"style": "Baroque", "genre": "portrait", "artist": "rembrandt"})]
+
+
+
+def test_the_default_split_is_the_csvs_own_column():
+    from train.data import Row, split_rows
+
+    rows = [Row(path=str(i), labels={}, split=s) for i, s in enumerate(["train", "val", "train", "", "val"])]
+    train, val = split_rows(rows)
+    assert [r.path for r in train] == ["0", "2"] and [r.path for r in val] == ["1", "4"]
 
 
 def test_hub_module_is_reachable_from_the_package():
@@ -657,3 +964,104 @@ def test_gallery_search_place_and_round_trip(tmp_path):
     save_file({"backbone.w": np.ones(2, np.float32)}, tmp_path / "model.safetensors")
     with pytest.warns(UserWarning, match="other weights"):
         assert Gallery.load(tmp_path) is None
+
+
+def _three_paintings(display=None):
+    from artattr.embed import Gallery
+
+    thumbs = []
+    for colour in ("red", "green", "blue"):
+        buf = io.BytesIO()
+        Image.new("RGB", (2, 2), colour).save(buf, format="WEBP", lossless=True)
+        thumbs.append(buf.getvalue())
+    return Gallery(embedding=np.eye(3, dtype=np.float32), coords={"umap": np.eye(3, dtype=np.float32)},
+                   labels={"style": np.array([0, 1, 1]), "artist": np.array([1, 0, 0]), "genre": np.array([0, -1, 1])},
+                   names={"style": ["Impressionism", "Pop_Art"], "artist": ["andy-warhol", "claude-monet"],
+                          "genre": ["landscape", "still_life"]},
+                   paths=["images/Impressionism/claude-monet_water-lilies-1916.jpg",
+                          "images/Pop_Art/andy-warhol_campbell-s-soup-cans-1962-2.jpg",
+                          "images/x/andy-warhol_fish-&-chips.jpg"],
+                   thumbs=thumbs, display=display or {})
+
+
+def test_gallery_hover_titles_dates_and_names_read_as_people_write_them():
+    """Hover text, titles and years from the file names; display names from the checkpoint, else the
+    slug prettified; HTML in a title escaped; no genre, no "·"."""
+    from artattr.embed import nearest
+
+    g = _three_paintings(display={"artist": {"andy-warhol": "Andy Warhol (1928–1987)"}})
+    assert g.titles == ["Water Lilies", "Campbell's Soup Cans", "Fish & Chips"]
+    assert g.dates == ["1916", "1962", ""]
+    assert g.hover.tolist() == [
+        "<b>Water Lilies, 1916</b><br>Claude Monet<br>Impressionism · Landscape",
+        "<b>Campbell's Soup Cans, 1962</b><br>Andy Warhol (1928–1987)<br>Pop Art",
+        "<b>Fish &amp; Chips</b><br>Andy Warhol (1928–1987)<br>Pop Art · Still life"]
+    assert g.name("genre", "still_life") == "Still life" and g.name("genre", "") == ""
+    assert (g.label("style", 1), g.label("genre", 1), g.label("artist", 0)) == ("Pop_Art", "", "claude-monet")
+    n = nearest(g, np.array([0.0, 0.1, 1.0]), 5)  # k above the gallery's size: all three
+    assert [(x.index, x.title, x.date, x.artist, x.style, x.genre) for x in n] == [
+        (2, "Fish & Chips", "", "andy-warhol", "Pop_Art", "still_life"),
+        (1, "Campbell's Soup Cans", "1962", "andy-warhol", "Pop_Art", ""),
+        (0, "Water Lilies", "1916", "claude-monet", "Impressionism", "landscape")]
+    assert n[0].path == g.paths[2] and n[0].thumbnail.getpixel((0, 0)) == (0, 0, 255)
+    assert n[1].similarity == pytest.approx(0.1 / np.sqrt(1.01))
+
+
+def test_gallery_search_refuses_what_it_cannot_compare_and_places_without_a_sphere():
+    g = _three_paintings()
+    with pytest.raises(ValueError, match="embedding has 2 dimensions, the gallery 3"):
+        g.search(np.ones(2), 1)
+    for bad in (np.zeros(3), np.array([1.0, np.nan, 0]), np.array([np.inf, 0, 0])):
+        with pytest.raises(ValueError, match="zero or not finite"):
+            g.search(bad, 1)
+    out = Output(probs={}, embedding=np.array([0.0, 0, 1]), sphere=None)
+    assert set(g.place(out)) == {"umap"}  # this gallery has no sphere view
+    np.testing.assert_allclose(g.place(out)["umap"], [0, 0, 1], atol=1e-6)
+    g.coords["sphere"] = np.eye(3, dtype=np.float32)
+    np.testing.assert_allclose(g.place(out, sphere=np.array([0, 0.3, 0.4]))["sphere"], [0, 0.6, 0.8])  # onto the unit sphere
+
+
+def test_gallery_file_names_the_weights_by_their_sha256_and_refuses_newer_formats(tmp_path):
+    import hashlib
+
+    from artattr.embed import Gallery
+
+    g = _three_paintings(display={"style": {"Pop_Art": "Pop art"}})
+    w = np.arange(6, dtype=np.float32).reshape(2, 3)
+    save_file({"heads.w": w, "artwork.w": np.ones(2, np.float32)}, tmp_path / "model.safetensors")
+    # the placing weights' names, dtypes, shapes and bytes; the refittable "not a painting" head is left out
+    sha = hashlib.sha256(b"heads.w float32 (2, 3)\n" + w.tobytes()).hexdigest()
+    config = ModelConfig(architecture="x", tasks={"style": ["Impressionism", "Pop_Art"]}, display={"style": {"Pop_Art": "Pop art"}})
+    (tmp_path / "config.json").write_text(config.to_json())
+    folder = g.save(tmp_path)
+    assert folder == tmp_path / "gallery" and sorted(p.name for p in folder.iterdir()) == ["gallery.npz", "meta.json"]
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta == {"format_version": 1, "n": 3, "views": ["umap"], "weights_sha256": sha}
+    with np.load(folder / "gallery.npz") as z:
+        assert z["embedding"].dtype == np.float16 and z["labels_style"].dtype == np.int16
+        assert z["thumb_offsets"].tolist() == [0, *np.cumsum([len(t) for t in g.thumbs]).tolist()]
+    back = Gallery.load(tmp_path)
+    assert back.display == {"style": {"Pop_Art": "Pop art"}} and back.thumbs == g.thumbs
+    assert back.labels["genre"].tolist() == [0, -1, 1] and back.hover[1].endswith("<br>Pop art")
+    assert Gallery.load(None) is None and Gallery.load(tmp_path / "elsewhere") is None
+    (folder / "meta.json").write_text(json.dumps({**meta, "format_version": 2}))
+    with pytest.warns(UserWarning, match="unreadable gallery .format_version 2 is newer"):
+        assert Gallery.load(tmp_path) is None
+    (folder / "meta.json").write_text(json.dumps({**meta, "format_version": 1}))
+    assert Gallery.load(tmp_path) is not None
+    (folder / "meta.json").unlink()
+    assert Gallery.load(tmp_path) is None
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("the-starry-night-1889.jpg", ("The Starry Night", "1889")),             # no artist part
+    ("a_b_the-fall-of-the-rebel-angels-1562-2.jpg", ("B the Fall of the Rebel Angels", "1562")),
+    ("x_untitled-1950.jpg", ("Untitled", "1950")),
+    ("x_not-detected-227939.jpg", ("Untitled", "")),
+    ("x_l-homme-a-la-guitare.jpg", ("L'homme a la Guitare", "")),
+    ("x_1234-composition.jpg", ("1234 Composition", "")),
+])
+def test_titles_from_more_file_names(path, expected):
+    from artattr.embed.gallery import title_from_path
+
+    assert title_from_path(path) == expected
