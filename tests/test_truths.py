@@ -103,12 +103,12 @@ def test_unknown_artist_score_and_flags_without_fitted_thresholds():
 
     config = ModelConfig("x", {"style": ["a", "b"], "artist": ["p", "other", "q"]}, unknown_label={"artist": "other"})
     other_top = Output({"style": np.array([0.45, 0.55]), "artist": np.array([0.3, 0.5, 0.2])}, None, None, artwork_score=0.01)
-    assert unknown_score(other_top, config) == pytest.approx(0.7)  # 1 - 0.3: "other" itself does not count
+    assert unknown_score(other_top, config) == pytest.approx(0.6)  # (P(other) 0.5 + 1 - top known 0.3) / 2
     assert flags(other_top, config) == {"not_artwork": False, "artwork_score": pytest.approx(0.01), "unknown_artist": True,
-                                        "unknown_artist_score": pytest.approx(0.7), "uncertain": []}
+                                        "unknown_artist_score": pytest.approx(0.6), "uncertain": []}
     known_top = Output({"style": np.array([0.5, 0.5]), "artist": np.array([0.2, 0.3, 0.5])}, None, None)
     f = flags(known_top, config)
-    assert f["unknown_artist"] is False and f["uncertain"] == [] and f["unknown_artist_score"] == pytest.approx(0.5)
+    assert f["unknown_artist"] is False and f["uncertain"] == [] and f["unknown_artist_score"] == pytest.approx(0.4)  # (0.3 + 0.5) / 2
     unsure = Output({"style": np.array([0.51, 0.49]), "artist": np.array([0.4, 0.35, 0.25])}, None, None)
     assert flags(unsure, config)["uncertain"] == ["artist"]
     # a model without an artist head, or without an unknown label, has no unknown-artist score
@@ -118,7 +118,7 @@ def test_unknown_artist_score_and_flags_without_fitted_thresholds():
     assert unknown_score(other_top, config, task="style") is None
     # at exactly the fitted threshold: not "not a painting", not unknown, not "not sure"
     fitted = ModelConfig("x", config.tasks, unknown_label={"artist": "other"},
-                         thresholds={"artwork": 0.25, "unknown_artist": 0.7, "uncertain": {"style": 0.55, "artist": 0.6}})
+                         thresholds={"artwork": 0.25, "unknown_artist": 0.6, "uncertain": {"style": 0.55, "artist": 0.6}})
     edge = flags(Output(other_top.probs, None, None, artwork_score=0.25), fitted)
     assert edge["not_artwork"] is False and edge["unknown_artist"] is False and edge["uncertain"] == ["artist"]
 
