@@ -159,7 +159,7 @@ def evaluate(model_id: str, data: str | Path, out: str | Path, split: str | None
         "excluded_unknown_labels": {t: dict(c.most_common()) for t, c in excluded.items() if c},
         "seconds": round(time.time() - t0, 2),
     })
-    from .trust import evaluate_trust
+    from .trust_report import evaluate_trust
 
     evaluate_trust(out, predictor, probs, targets, None if np.isnan(artwork).any() else artwork[ok], photos)
     return metrics
