@@ -41,11 +41,18 @@ def recalibrate(probs: np.ndarray, curve: list[list[float]]) -> np.ndarray:
     calibrate the artist head: it is over-confident at the top and under-confident below (the
     heterogeneous "other" class). The top answer stays on top, so accuracy does not change."""
     p = np.atleast_2d(probs)
+    if p.shape[1] < 2:  # a one-class task: its class holds all the probability, whatever the map says
+        return probs
     rows, best = np.arange(len(p)), p.argmax(1)
     top = p[rows, best]
-    second = np.partition(p, -2, axis=1)[:, -2] if p.shape[1] > 1 else np.zeros(len(p))
+    second = np.partition(p, -2, axis=1)[:, -2]
     new_top = np.maximum(np.interp(top, *curve), second / np.maximum(1.0 - top + second, 1e-12))
-    out = p * ((1.0 - new_top) / np.maximum(1.0 - top, 1e-12))[:, None]
+    rest = 1.0 - top
+    # the others keep their proportions; when they are all 0 (float32 softmax of a far-ahead logit) they
+    # share evenly, and the top keeps at least their share
+    new_top = np.where(rest > 0, new_top, np.maximum(new_top, 1.0 / p.shape[1]))
+    out = np.where(rest[:, None] > 0, p * ((1.0 - new_top) / np.maximum(rest, 1e-12))[:, None],
+                   ((1.0 - new_top) / (p.shape[1] - 1))[:, None])
     out[rows, best] = new_top
     return out.astype(p.dtype).reshape(probs.shape)
 

@@ -1065,3 +1065,15 @@ def test_titles_from_more_file_names(path, expected):
     from artattr.embed.gallery import title_from_path
 
     assert title_from_path(path) == expected
+
+
+def test_recalibrating_a_one_class_task_keeps_its_probability_at_one():
+    """A task with a single class (a tiny fine-tune) has probability 1 for it; a map fitted elsewhere
+    must not lower it to a total that no longer sums to one."""
+    from artattr.output import recalibrate
+
+    curve = [[0.0, 0.5, 1.0], [0.0, 0.3, 0.8]]
+    np.testing.assert_array_equal(recalibrate(np.ones((3, 1), np.float32), curve), np.ones((3, 1)))
+    two = recalibrate(np.array([[0.5, 0.5], [1.0, 0.0]]), curve)  # two classes: the map applies, rows sum to 1
+    np.testing.assert_allclose(two.sum(1), [1.0, 1.0])
+    np.testing.assert_allclose(two[1], [0.8, 0.2])
