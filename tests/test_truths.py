@@ -1077,3 +1077,57 @@ def test_recalibrating_a_one_class_task_keeps_its_probability_at_one():
     two = recalibrate(np.array([[0.5, 0.5], [1.0, 0.0]]), curve)  # two classes: the map applies, rows sum to 1
     np.testing.assert_allclose(two.sum(1), [1.0, 1.0])
     np.testing.assert_allclose(two[1], [0.8, 0.2])
+
+
+def test_an_old_plain_checkpoint_folder_under_a_relative_path_is_swapped_in_place(saved, tmp_path, monkeypatch):
+    """Saving over a plain checkpoint folder (the layout before versioned symlinks) swaps the new version
+    in with renameat2 relative to the working directory (AT_FDCWD): callers that pass "runs/x" rather
+    than an absolute path must get the new weights, not an error."""
+    import shutil
+
+    folder, model = saved
+    monkeypatch.chdir(tmp_path)
+    config = artattr.read_config(folder)
+    shutil.copytree(folder, "rel")  # a plain folder, not a symlink
+    with torch.no_grad():
+        model.heads["style"].bias.fill_(0.25)
+    save_checkpoint(model, config, Path("rel"))
+    net, _ = load_checkpoint(Path("rel"))
+    assert torch.equal(net.heads["style"].bias, torch.full((3,), 0.25))
+
+
+def test_heatmaps_are_resized_to_the_upload_bilinearly():
+    """A 2x2 map [[0, 1], [0, 1]] on a 4-px-wide upload: bilinear (half-pixel centres) gives 0, 0.25,
+    0.75, 1 across each row, worked out by hand; nearest would give 0, 0, 1, 1. With a centre crop the
+    map covers the central square and the sides get 0."""
+    from types import SimpleNamespace
+
+    from artattr.explain import to_upload
+
+    heat = np.array([[0.0, 1.0], [0.0, 1.0]], np.float32)
+    squash = to_upload(heat, SimpleNamespace(config=SimpleNamespace(resize="squash")), (4, 2))
+    np.testing.assert_allclose(squash, [[0, 0.25, 0.75, 1]] * 2, atol=1e-6)
+    crop = to_upload(heat, SimpleNamespace(config=SimpleNamespace(resize="center_crop")), (6, 4))
+    np.testing.assert_allclose(crop, [[0, 0, 0.25, 0.75, 1, 0]] * 4, atol=1e-6)
+
+
+def test_the_default_model_card_carries_hub_metadata_and_every_trust_number():
+    """What the Hub reads from the card (front matter) and the trust section's every line, checked
+    against config.json's numbers written out here."""
+    from huggingface_hub import ModelCard
+
+    from artattr.checkpoint import model_card
+
+    config = artattr.read_config(artattr.hub.DEFAULT_DIR)
+    card = ModelCard(model_card(config))
+    assert card.data.library_name == "artattr" and card.data.tags == ["art", "wikiart", "image-classification", "artattr"]
+    assert card.data.datasets == ["huggan/wikiart"]
+    trust = config.metrics["trust"]
+    section = card.text.split("## Answers you can trust", 1)[1].split("\n## ", 1)[0]
+    for task in ("style", "genre", "artist"):
+        assert (f"| {task} | {trust['ece'][task]:.3f} | {100 * trust['coverage'][task]:.1f}% | "
+                f"{100 * trust['answered_accuracy'][task]:.1f}% |") in section
+    na, uv = trust["not_artwork"], trust["unknown_artist_val"]
+    assert f"**Not a painting**: {100 * na['photos_flagged_unseen_classes']:.1f}% of everyday photos" in section
+    assert f"**Unknown artist**: {100 * uv['unknown_flagged']:.1f}% of val paintings" in section
+    assert f"(AUROC {trust['unknown_artist_folds']['auroc']:.3f})." in section
