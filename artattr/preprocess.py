@@ -46,7 +46,7 @@ class Preprocess:
     @classmethod
     def from_config(cls, config: ModelConfig) -> "Preprocess":
         return cls(int(config.input_size), config.resize, tuple(map(float, config.mean)), tuple(map(float, config.std)),
-                   getattr(config, "resample", "bilinear"))
+                   config.resample)
 
     def load(self, image: ImageInput) -> Image.Image:
         """Decode (see :func:`artattr.images.load_image`), skipping detail the model never sees: a JPEG

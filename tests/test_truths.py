@@ -1131,3 +1131,31 @@ def test_the_default_model_card_carries_hub_metadata_and_every_trust_number():
     assert f"**Not a painting**: {100 * na['photos_flagged_unseen_classes']:.1f}% of everyday photos" in section
     assert f"**Unknown artist**: {100 * uv['unknown_flagged']:.1f}% of val paintings" in section
     assert f"(AUROC {trust['unknown_artist_folds']['auroc']:.3f})." in section
+
+
+def test_a_saturated_top_keeps_the_lead_and_the_rest_share_evenly():
+    """Three classes, float32 softmax gave [1, 0, 0], and a map that says such answers are right only
+    20 % of the time: the top cannot drop below the others' even share, so all three get 1/3 (by hand)."""
+    from artattr.output import recalibrate
+
+    out = recalibrate(np.array([[1.0, 0.0, 0.0]]), [[0.0, 1.0], [0.0, 0.2]])
+    np.testing.assert_allclose(out, [[1 / 3, 1 / 3, 1 / 3]], atol=1e-9)
+
+
+def test_unknown_scores_are_computed_row_by_row():
+    """(P(other) + 1 - the row's top known probability) / 2, for each row on its own."""
+    from artattr.output import unknown_scores
+
+    probs = np.array([[0.1, 0.7, 0.2], [0.6, 0.3, 0.1]])  # "other" is column 0
+    np.testing.assert_allclose(unknown_scores(probs, 0), [(0.1 + 1 - 0.7) / 2, (0.6 + 1 - 0.3) / 2])
+
+
+def test_standardise_keeps_the_inputs_device_and_dtype():
+    """Batched augmentation hands standardise bf16 tensors on the GPU: the statistics must follow them
+    (a CPU float32 mean would promote the batch or fail). The meta device stands in for a GPU here."""
+    from artattr.preprocess import Preprocess
+
+    pre = Preprocess(4, "squash", (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "bilinear")
+    half = pre.standardise(torch.full((1, 3, 4, 4), 0.75, dtype=torch.bfloat16))
+    assert half.dtype == torch.bfloat16 and torch.all(half == 1.0)  # (0.75 - 0.5) / 0.25
+    assert pre.standardise(torch.zeros(1, 3, 4, 4, device="meta")).device.type == "meta"
