@@ -46,11 +46,11 @@ def recalibrate(probs: np.ndarray, curve: list[list[float]]) -> np.ndarray:
     rows, best = np.arange(len(p)), p.argmax(1)
     top = p[rows, best]
     second = np.partition(p, -2, axis=1)[:, -2]
-    new_top = np.maximum(np.interp(top, *curve), second / np.maximum(1.0 - top + second, 1e-12))
+    # the top keeps at least the second's share and 1/n (the even share the others get below when they
+    # are all 0, a float32 softmax of a far-ahead logit); otherwise they keep their proportions
+    new_top = np.maximum.reduce([np.interp(top, *curve), second / np.maximum(1.0 - top + second, 1e-12),
+                                 np.full_like(top, 1.0 / p.shape[1])])
     rest = 1.0 - top
-    # the others keep their proportions; when they are all 0 (float32 softmax of a far-ahead logit) they
-    # share evenly, and the top keeps at least their share
-    new_top = np.where(rest > 0, new_top, np.maximum(new_top, 1.0 / p.shape[1]))
     out = np.where(rest[:, None] > 0, p * ((1.0 - new_top) / np.maximum(rest, 1e-12))[:, None],
                    ((1.0 - new_top) / (p.shape[1] - 1))[:, None])
     out[rows, best] = new_top
