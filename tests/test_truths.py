@@ -911,6 +911,80 @@ def test_the_default_split_is_the_csvs_own_column():
     assert [r.path for r in train] == ["0", "2"] and [r.path for r in val] == ["1", "4"]
 
 
+def test_a_saved_datasets_table_keeps_its_splits_labels_and_image_bytes(tmp_path, painting_paths):
+    """``hf:`` on a ``save_to_disk`` folder (huggan/wikiart's layout): label names from the ClassLabel
+    features written here, "Unknown ..." = missing, ``validation`` read as ``val``, one split picked by
+    ``:SPLIT``, and each row's image the original file's bytes."""
+    import datasets
+
+    from train.data import hf_rows, image_input, load_source
+
+    names = {"artist": ["Unknown Artist", "claude-monet", "rembrandt"], "genre": ["portrait", "Unknown Genre"],
+             "style": ["Baroque", "Impressionism"]}
+    features = datasets.Features({"image": datasets.Image(), **{t: datasets.ClassLabel(names=v) for t, v in names.items()}})
+    splits = {"train": [(1, 0, 1), (0, 1, 0), (2, 0, 0)], "validation": [(2, 1, 0), (1, 0, 1)]}
+    pics = {"train": painting_paths[:3], "validation": painting_paths[3:5]}
+    datasets.DatasetDict({s: datasets.Dataset.from_dict(
+        {"image": [str(p) for p in pics[s]], **{t: [r[i] for r in rows] for i, t in enumerate(names)}}, features=features)
+        for s, rows in splits.items()}).save_to_disk(str(tmp_path / "hf"))
+    spec = str(tmp_path / "hf")
+
+    def labels(artist, genre, style):
+        return {"style": names["style"][style], "genre": "" if genre == 1 else names["genre"][genre],
+                "artist": "" if artist == 0 else names["artist"][artist]}
+
+    rows = load_source(f"hf:{spec}")
+    want = [(f"hf:{spec}/{s}#{i}", labels(*r), "val" if s == "validation" else s)
+            for s, rs in splits.items() for i, r in enumerate(rs)]
+    assert [(r.path, r.labels, r.split) for r in rows] == want
+    assert [r.artist_fold for r in rows] == [zlib.crc32(r.labels["artist"].encode()) % 5 if r.labels["artist"] else -1
+                                              for r in rows]
+    for r, path in zip(rows, [*pics["train"], *pics["validation"]]):
+        got = image_input(r)
+        assert (got if isinstance(got, bytes) else Path(got).read_bytes()) == path.read_bytes()
+    val = hf_rows(f"{spec}:validation", tasks=("style",))  # one split: its rows carry no split name
+    assert [(r.path, r.labels, r.split) for r in val] == [
+        (f"hf:{spec}/validation#{i}", {"style": names["style"][r[2]], "genre": "", "artist": ""}, "")
+        for i, r in enumerate(splits["validation"])]
+    with pytest.raises(ValueError, match="no split 'test'"):
+        hf_rows(f"{spec}:test")
+    datasets.Dataset.from_dict({"style": [0]}, features=datasets.Features({"style": features["style"]})).save_to_disk(
+        str(tmp_path / "no_image"))
+    with pytest.raises(ValueError, match="'image' column"):
+        hf_rows(str(tmp_path / "no_image"))
+    with pytest.raises(ValueError, match="no such dataset"):
+        hf_rows(str(tmp_path / "nowhere"))
+
+
+def test_an_imagefolder_names_one_task_by_its_class_folders(tmp_path):
+    """``ROOT/CLASS/*`` and ``ROOT/{train,val}/CLASS/*``: the folder name is the label of the one task
+    named, the others are missing; files that are not pictures are skipped."""
+    from train.data import load_source
+
+    def make(*parts):
+        (tmp_path / Path(*parts)).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / Path(*parts)).write_bytes(b"x")
+
+    for f in ("flat/Baroque/b.jpg", "flat/Baroque/a.PNG", "flat/Baroque/notes.txt", "flat/Cubism/deep/c.webp",
+              "split/train/Baroque/a.jpg", "split/val/Cubism/b.jpg", "split/val/Cubism/c.tif"):
+        make(f)
+    rows = load_source(str(tmp_path / "flat"))
+    assert [(Path(r.path).relative_to(tmp_path).as_posix(), r.labels, r.split) for r in rows] == [
+        ("flat/Baroque/a.PNG", {"style": "Baroque", "genre": "", "artist": ""}, ""),
+        ("flat/Baroque/b.jpg", {"style": "Baroque", "genre": "", "artist": ""}, ""),
+        ("flat/Cubism/deep/c.webp", {"style": "Cubism", "genre": "", "artist": ""}, "")]
+    rows = load_source(str(tmp_path / "split"), imagefolder_task="genre")
+    assert [(Path(r.path).relative_to(tmp_path).as_posix(), r.labels, r.split) for r in rows] == [
+        ("split/train/Baroque/a.jpg", {"style": "", "genre": "Baroque", "artist": ""}, "train"),
+        ("split/val/Cubism/b.jpg", {"style": "", "genre": "Cubism", "artist": ""}, "val"),
+        ("split/val/Cubism/c.tif", {"style": "", "genre": "Cubism", "artist": ""}, "val")]
+    (tmp_path / "empty" / "Baroque").mkdir(parents=True)
+    with pytest.raises(ValueError, match="no images in class sub-folders"):
+        load_source(str(tmp_path / "empty"))
+    with pytest.raises(ValueError, match="not a CSV file"):
+        load_source(str(tmp_path / "nowhere"))
+
+
 def test_hub_module_is_reachable_from_the_package():
     """Users write ``artattr.hub.resolve(...)`` after ``import artattr``."""
     assert artattr.hub.resolve("default") == artattr.hub.DEFAULT_DIR
