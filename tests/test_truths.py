@@ -889,6 +889,94 @@ def test_config_round_trip_and_refusals(tmp_path):
     assert two.calibration == {"style": [[0.0, 1.0], [0.1, 0.9]]}
 
 
+def test_every_config_limit_is_inclusive_and_named_in_the_refusal(tmp_path):
+    """The limits of config.json written out here: each bound is accepted, one step past it is refused,
+    and the refusal says in words what the key must be (what a user reads)."""
+    base = {"architecture": "x", "tasks": {"style": ["a", "b"], "artist": ["m", "other"]}}
+    must = {
+        "architecture": "a model name (letters, digits, '_', '.', '-')",
+        "tasks": "a map of 1-32 task names (not embedding or sphere or artwork) to lists of 1-10000 distinct label names",
+        "input_size": "an integer from 16 to 1024", "resize": "'squash' or 'center_crop'",
+        "resample": "'bilinear', 'bicubic' or 'lanczos'", "mean": "a list of 3 finite numbers",
+        "std": "a list of 3 numbers from 0.001 to 10",
+        "model_args": "a map of argument names to JSON values (numbers within ±16384, embed_dim up to 4096, "
+                      "arcface_task one of the tasks)",
+        "temperature": "a map of task names to numbers from 0.01 to 100",
+        "unknown_label": "a map of task names to label names",
+        "display": "a map of task names to maps of label names to display names",
+        "metrics": "a map of names to numbers, strings or maps of them",
+        "thresholds": "{'artwork': p, 'unknown_artist': p, 'uncertain': {task: p}} with probabilities from 0 to 1",
+        "calibration": "a map of task names to [xs, ys], two equally long non-decreasing lists of probabilities",
+        "format_version": "an integer from 1 to 1", "artattr_version": "a version string",
+    }
+    many = [str(i) for i in range(10_000)]
+    line = [i / 9_999 for i in range(10_000)]
+    cases = {  # key: (values at the limits, values just past them)
+        "architecture": (["A-z_0.9", "a" * 100], ["a" * 101, "", "a b", "a/b", 5]),
+        "tasks": ([{f"t{i}": ["a"] for i in range(32)}, {"s" * 200: ["l" * 200]}, {"style": many}],
+                  [{f"t{i}": ["a"] for i in range(33)}, {}, {"style": []}, {"style": [*many, "x"]}, {"style": ["l" * 201]},
+                   {"style": [""]}, {"": ["a"]}, {"s" * 201: ["a"]}, {"embedding": ["a"]}, {"sphere": ["a"]},
+                   {"artwork": ["a"]}, {"style": ["a", "a"]}, {"style": ["a", 1]}, {"style": "ab"}, ["style"]]),
+        "input_size": ([16, 1024], [15, 1025, True, 16.0, "160"]),
+        "resize": (["squash", "center_crop"], ["crop", "SQUASH"]),
+        "resample": (["bilinear", "bicubic", "lanczos"], ["nearest", "Bilinear"]),
+        "mean": ([[-10, 10, 0.5]], [[-10.01, 0, 0], [0, 0, 10.01], [0, 0], [0, 0, 0, 0], [True, 0, 0], "abc"]),
+        "std": ([[0.001, 10, 1]], [[0.0009, 1, 1], [1, 1, 10.01], [1, 1], [1, 1, 1, 1], [1, 1, "1"]]),
+        "model_args": ([{"a": 16384, "b": -16384, "c": [1.5, None, True, "s" * 200], "d": {"e": 1}},
+                        {f"k{i}": 1 for i in range(64)}, {"embed_dim": 4096}, {"embed_dim": 0},
+                        {"arcface_task": "artist"}, {"arcface_task": ""}, {"arcface_task": None}],
+                       [{"a": 16385}, {"a": -16385}, {"a": 16384.5}, {"a": [16385]}, {"a": {"b": 16385}},
+                        {f"k{i}": 1 for i in range(65)}, {"embed_dim": 4097}, {"embed_dim": -1}, {"embed_dim": 1.5},
+                        {"arcface_task": "genre"}, {"a": "s" * 201}, {"": 1}, [1]]),
+        "temperature": ([{"style": 0.01, "artist": 100}], [{"style": 0.0099}, {"style": 100.01}, {"style": True},
+                                                          {"style": "1"}, {"": 1}]),
+        "unknown_label": ([{"artist": "other"}], [{"artist": 5}, {"artist": ""}, {"artist": "o" * 201}]),
+        "display": ([{"artist": {"m": "Monet"}}, {"artist": {n: n for n in many}}],
+                    [{"artist": {"m": 5}}, {"artist": "Monet"}, {"artist": {n: n for n in [*many, "x"]}}]),
+        "metrics": ([{"style": {"acc": 0.5, "n": 3, "big": 1e300, "note": "s" * 200, "list": [1, None, True]}},
+                     {n: 0 for n in many}],
+                    [{"a": "s" * 201}, {n: 0 for n in [*many, "x"]}, {"a": [0] * 10_001}, {"a": {n: 0 for n in [*many, "x"]}}]),
+        "thresholds": ([{"artwork": 0, "unknown_artist": 1, "uncertain": {"style": 0.5}}, {}],
+                       [{"artwork": 1.01}, {"unknown_artist": -0.01}, {"artwork": "0.5"}, {"uncertain": {"style": 2}},
+                        {"uncertain": []}, {"other": 0.5}, []]),
+        "calibration": ([{"style": [[0, 0.5, 1], [0, 0.6, 1]]}, {"style": [[0, 1], [0.2, 0.2]]}, {"style": [line, line]}],
+                        [{"style": [[0, 1], [0, 1, 1]]}, {"style": [[0.5, 0.4], [0, 1]]}, {"style": [[0, 1], [1, 0]]},
+                         {"style": [[0], [0]]}, {"style": [[0, 1.5], [0, 1]]}, {"style": [[0, 1], [-0.1, 1]]},
+                         {"style": [[0, 1], [0, 1], [0, 1]]}, {"style": [[0, 1]]}, {"style": [[*line, 1], [*line, 1]]},
+                         {"style": [(0, 1), [0, 1]]}]),
+        "format_version": ([1], [0, -1, "1", True, 10**6 + 1]),
+        "artattr_version": (["0.1", "v" * 200], ["", 5, "v" * 201]),
+    }
+    assert set(cases) == set(must)
+    for key, (good, bad) in cases.items():
+        for value in good:
+            assert getattr(ModelConfig.from_dict({**base, key: value}), key) == value
+        for value in bad:
+            with pytest.raises(CheckpointError) as err:
+                ModelConfig.from_dict({**base, key: value}, source="c.json")
+            assert str(err.value).startswith(f"c.json: {key!r} must be {must[key]}, got "), (key, value)
+    # what it got: the JSON of the value, cut at 60 characters
+    for value, got in (("a b" + "c" * 55, f'"a b{"c" * 55}"'), ("a b" + "c" * 56, f'"a b{"c" * 53}...')):
+        with pytest.raises(CheckpointError) as err:
+            ModelConfig.from_dict({**base, "architecture": value})
+        assert str(err.value) == f"config.json: 'architecture' must be {must['architecture']}, got {got}."
+    with pytest.raises(CheckpointError, match=r"^config\.json: missing required key\(s\) \['architecture', 'tasks'\]"):
+        ModelConfig.from_dict({})
+    with pytest.raises(CheckpointError, match=r"format_version 1000000 is newer than this ArtAttr supports \(1\)"):
+        ModelConfig.from_dict({**base, "format_version": 10**6})
+    # nesting: the config itself is level 1, so a metric 4 lists deep is level 6, the deepest allowed
+    assert ModelConfig.from_dict({**base, "metrics": {"a": [[[[1]]]]}}).metrics == {"a": [[[[1]]]]}
+    with pytest.raises(CheckpointError, match="c.json: nested more than 6 levels deep"):
+        ModelConfig.from_dict({**base, "metrics": {"a": [[[[[1]]]]]}}, source="c.json")
+    # the file itself: 5,000,000 bytes are read, one more is refused unread
+    text = json.dumps(base)
+    (tmp_path / "config.json").write_text(text + " " * (5_000_000 - len(text)))
+    assert artattr.read_config(tmp_path).tasks == base["tasks"]
+    (tmp_path / "config.json").write_text(text + " " * (5_000_001 - len(text)))
+    with pytest.raises(CheckpointError, match="config.json: larger than 5 MB"):
+        artattr.read_config(tmp_path)
+
+
 def test_data_may_be_the_metadata_csv_itself(tmp_path):
     """``--data`` names a folder with metadata.csv or the CSV file; paths are relative to the file."""
     from train.data import load_source
