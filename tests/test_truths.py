@@ -1295,6 +1295,108 @@ def test_the_default_model_card_carries_hub_metadata_and_every_trust_number():
     assert f"(AUROC {trust['unknown_artist_folds']['auroc']:.3f})." in section
 
 
+CARD_TRUST = {"how": "held-out folds", "ece": {"style": 0.0123, "artist": 0.2}, "coverage": {"style": 0.5, "artist": 0.125},
+              "answered_accuracy": {"style": 0.875, "artist": 1.0},
+              "not_artwork": {"photos_flagged_unseen_classes": 0.9, "val_paintings_flagged": 0.01,
+                              "val_museum_photos_flagged": 0.25},
+              "unknown_artist_val": {"unknown_flagged": 0.6, "known_flagged": 0.05, "auroc": 0.8},
+              "unknown_artist_folds": {"unknown_flagged": 0.3, "known_flagged": 0.1, "auroc": 0.7}}
+FRONT = "---\nlibrary_name: artattr\ntags: [art, wikiart, image-classification, artattr]\ndatasets: [huggan/wikiart]\n---\n"
+CARD_WITH_FLAGS = FRONT + """
+# ArtAttr model: `tiny`
+
+Made by hand.
+
+## Tasks
+
+- **style**: 2 classes: Pop art, Baroque
+- **artist**: 2 classes (`other` = not a known class): Claude Monet
+
+## Metrics
+
+| task | n | top1 |
+|---|---|---|
+| style | 10 | 0.500 |
+| artist |  | 0.250 |
+
+## Answers you can trust
+
+Measured on data the fitted parts never saw (held-out folds).
+
+| task | ECE | answered (not flagged 'uncertain') | accuracy of answered |
+|---|---:|---:|---:|
+| style | 0.012 | 50.0% | 87.5% |
+| artist | 0.200 | 12.5% | 100.0% |
+
+- **Not a painting**: 90.0% of everyday photos of unseen class groups flagged; false alarms on 1.0% of val paintings, \
+25.0% of paintings rendered as museum photos (frame, wall, angle, glare; synthetic, not real museum shots).
+- **Unknown artist**: 60.0% of val paintings by artists outside the known list flagged, 5.0% of known-artist ones \
+(AUROC 0.800); painters from held-out artist folds: 30.0% flagged, 10.0% of known (AUROC 0.700).
+
+## Input
+
+64×64 px RGB (center_crop), normalised with mean [0.5, 0.5, 0.5] and std [0.25, 0.25, 0.25].
+
+## Intended use and limitations
+
+An aid for art historians, not an authentication: it ranks likely artists, movements and genres
+from the look of a photo. It knows only the classes listed in `config.json`, learned from WikiArt
+reproductions (mostly Western art, 15th–20th century). It says when a picture does not look like a
+painting, when the artist is probably none it knows, and which answers it is not sure of, at the rates
+above: estimates, wrong for some pictures both ways. Close-up textures (gravel, grass) look like
+abstract paintings to it and are often not flagged; paintings by painters it never saw are called
+unknown far less often than those by the painters outside its list it was trained on (the held-out
+folds above); forgeries, copies and pastiches are not detected.
+Use the heatmaps and similar works to check why.
+"""
+LIMITS_WITHOUT_FLAGS = """
+## Intended use and limitations
+
+An aid for art historians, not an authentication: it ranks likely artists, movements and genres
+from the look of a photo. It knows only the classes listed in `config.json`, learned from WikiArt
+reproductions (mostly Western art, 15th–20th century); photos with frames, glare or heavy crops,
+forgeries and works by unlisted artists will still get confident-looking answers. Use the heatmaps
+and similar works to check why, and treat low top probabilities as 'uncertain'.
+"""
+
+
+def test_the_model_card_reads_word_for_word_as_written_here():
+    """The whole card of a hand-built config, every number placed by hand (0.0123 -> 0.012, 0.125 -> 12.5%);
+    without fitted flags, or with trust numbers a hand edit broke, the card has no trust section and
+    warns that its answers look confident."""
+    from artattr.checkpoint import model_card
+
+    config = ModelConfig(architecture="tiny", tasks={"style": ["pop_art", "baroque"], "artist": ["claude-monet", "other"]},
+                         unknown_label={"artist": "other"}, display={"artist": {"claude-monet": "Claude Monet"}},
+                         metrics={"style": {"top1": 0.5, "n": 10}, "artist": {"top1": 0.25}, "trust": CARD_TRUST,
+                                  "note": "x"},
+                         thresholds={"artwork": 0.5}, input_size=64, resize="center_crop", mean=[0.5] * 3, std=[0.25] * 3)
+    assert model_card(config, "Made by hand.") == CARD_WITH_FLAGS
+    plain = FRONT + """
+# ArtAttr model: `tiny`
+
+Multi-task attribution model (artist, style, genre) for photos of paintings.
+
+## Tasks
+
+- **genre**: 1 classes: Portrait
+
+## Input
+
+160×160 px RGB (squash), normalised with mean [0.485, 0.456, 0.406] and std [0.229, 0.224, 0.225].
+""" + LIMITS_WITHOUT_FLAGS
+    assert model_card(ModelConfig(architecture="tiny", tasks={"genre": ["portrait"]})) == plain
+    with_flags = CARD_WITH_FLAGS.replace("Made by hand.", "Multi-task attribution model (artist, style, genre) for photos of paintings.")
+    limits = "\n## Intended use and limitations\n"
+    no_section = with_flags.split("\n## Answers you can trust\n")[0] + "\n## Input\n" + with_flags.split("\n## Input\n")[1]
+    for trust in ({k: v for k, v in CARD_TRUST.items() if k != "how"}, {**CARD_TRUST, "ece": {"style": "high"}},
+                  {**CARD_TRUST, "not_artwork": None}, {**CARD_TRUST, "coverage": {}}, "not a map"):
+        config.metrics["trust"] = trust
+        assert model_card(config) == no_section, trust
+    config.metrics["trust"], config.thresholds = CARD_TRUST, {}
+    assert model_card(config) == no_section.split(limits)[0] + LIMITS_WITHOUT_FLAGS
+
+
 def test_a_saturated_top_keeps_the_lead_and_the_rest_share_evenly():
     """Three classes, float32 softmax gave [1, 0, 0], and a map that says such answers are right only
     20 % of the time: the top cannot drop below the others' even share, so all three get 1/3 (by hand)."""
