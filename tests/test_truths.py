@@ -71,6 +71,44 @@ def test_probabilities_are_softmax_of_logits_over_the_checkpoints_temperature(pr
     np.testing.assert_array_equal(predictor.embed(images[0]), predictor.run(images[0]).embedding)
 
 
+class _PixelModel(nn.Module):
+    """Its logits are the normalised colour of the input's first pixel, so every answer can be worked
+    out by hand from the colours of the uploads."""
+
+    def forward(self, x):
+        v = x[:, :, 0, 0].float()
+        return {"style": v, "genre": v[:, :2], "artwork": v[:, 0], "embedding": v * 2, "sphere": v[:, [2, 1, 0]]}
+
+
+def test_a_hand_built_model_answers_what_its_logits_say_in_batches(tmp_path):
+    """Per task ``softmax(logits / T)`` with T = 1 for a task without one, ``sigmoid`` for the
+    painting score, embeddings as the model gives them, in order across batches of 2; pictures under
+    32 px on a side refused."""
+    config = ModelConfig(architecture="x", tasks={"style": ["r", "g", "b"], "genre": ["p", "q"]}, input_size=32,
+                         temperature={"style": 2.0})
+    predictor = Predictor(_PixelModel(), config, locate=False)
+    colours = [(200, 30, 90), (10, 240, 120), (128, 128, 0)]
+    images = [Image.new("RGB", (40, 32), c) for c in colours]
+    outputs = predictor.run_batch(images, batch_size=2)
+    assert len(outputs) == 3
+    for out, rgb in zip(outputs, colours):
+        v = (np.array(rgb) / 255 - IMAGENET_MEAN) / IMAGENET_STD
+        np.testing.assert_allclose(out.probs["style"], _softmax(v / 2), atol=1e-5)
+        np.testing.assert_allclose(out.probs["genre"], _softmax(v[:2]), atol=1e-5)
+        assert out.artwork_score == pytest.approx(1 / (1 + np.exp(-v[0])), abs=1e-5)
+        np.testing.assert_allclose(out.embedding, v * 2, atol=1e-5)
+        np.testing.assert_allclose(out.sphere, v[::-1], atol=1e-5)
+        assert out.crop is None
+    answers = predictor.predict_batch(images, top_k=1, batch_size=2)
+    # (128, 128, 0) normalises to (0.07, 0.21, -1.80): "g" and "q"
+    assert [a["style"][0][0] for a in answers] == ["r", "g", "g"] and [a["genre"][0][0] for a in answers] == ["p", "q", "q"]
+    assert answers[0].flags["artwork_score"] == pytest.approx(outputs[0].artwork_score)
+    assert predictor.run(Image.new("RGB", (32, 200), colours[1])).probs["genre"].argmax() == 1  # 32 px: big enough
+    for size in ((31, 200), (200, 31)):
+        with pytest.raises(ValueError, match=f"image 0 \\(Image\\): The image is {size[0]}×{size[1]} px: too small"):
+            predictor.run(Image.new("RGB", size))
+
+
 def test_top_k_names_the_right_labels_in_order():
     out = Output(probs={"style": np.array([0.1, 0.6, 0.3]), "genre": np.array([0.7, 0.3])}, embedding=None, sphere=None)
     labels = {"style": ["a", "b", "c"], "genre": ["x", "y"]}
