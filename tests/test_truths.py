@@ -878,6 +878,29 @@ def test_every_saved_weight_is_loaded(saved):
             assert not torch.equal(tensor, fresh[key]), key
 
 
+def test_a_failed_save_keeps_the_last_good_checkpoint_and_the_next_one_cleans_up(saved, tmp_path):
+    """A save that fails half-way (a missing extra file) leaves the last checkpoint loadable, with the
+    files others put beside it; the next save keeps those files, adds extra files (plain files too),
+    writes the default description, and leaves one hidden version folder: the live one (what a killed
+    writer left and the old version are gone)."""
+    folder, model = saved
+    parent = folder.parent
+    (parent / ".ckpt.leftover").mkdir()  # what a killed writer left
+    (folder / "notes.txt").write_text("mine")
+    config = artattr.read_config(folder)
+    with pytest.raises(FileNotFoundError):
+        save_checkpoint(model, config, folder, extra_files={"gone.png": tmp_path / "missing.png"})
+    loaded, _ = load_checkpoint(folder)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.state_dict().items())
+    assert (folder / "notes.txt").read_text() == "mine"
+    (tmp_path / "extra.txt").write_text("extra")
+    save_checkpoint(model, config, folder, extra_files={"extra.txt": tmp_path / "extra.txt"})
+    assert (folder / "notes.txt").read_text() == "mine" and (folder / "extra.txt").read_text() == "extra"
+    assert "\nMulti-task attribution model (artist, style, genre) for photos of paintings.\n" in (folder / "README.md").read_text()
+    assert [p.name for p in parent.iterdir() if p.name.startswith(".")] == [folder.resolve().name]
+    assert folder.resolve().name.startswith(".ckpt.")
+
+
 def test_save_writes_card_metadata_and_extra_folders(saved, tmp_path):
     _, model = saved
     config = ModelConfig(architecture="efficientnet_lite0", tasks=TASKS, input_size=32, unknown_label={"style": "c"},
