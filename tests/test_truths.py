@@ -995,7 +995,7 @@ def test_every_config_limit_is_inclusive_and_named_in_the_refusal(tmp_path):
         "display": ([{"artist": {"m": "Monet"}}, {"artist": {n: n for n in many}}],
                     [{"artist": {"m": 5}}, {"artist": "Monet"}, {"artist": {n: n for n in [*many, "x"]}}]),
         "metrics": ([{"style": {"acc": 0.5, "n": 3, "big": 1e300, "note": "s" * 200, "list": [1, None, True]}},
-                     {n: 0 for n in many}],
+                     {n: 0 for n in many}, {"a": {n: 0 for n in many}}, {"a": [0] * 10_000}],
                     [{"a": "s" * 201}, {n: 0 for n in [*many, "x"]}, {"a": [0] * 10_001}, {"a": {n: 0 for n in [*many, "x"]}}]),
         "thresholds": ([{"artwork": 0, "unknown_artist": 1, "uncertain": {"style": 0.5}}, {}],
                        [{"artwork": 1.01}, {"unknown_artist": -0.01}, {"artwork": "0.5"}, {"uncertain": {"style": 2}},
@@ -1016,6 +1016,8 @@ def test_every_config_limit_is_inclusive_and_named_in_the_refusal(tmp_path):
             with pytest.raises(CheckpointError) as err:
                 ModelConfig.from_dict({**base, key: value}, source="c.json")
             assert str(err.value).startswith(f"c.json: {key!r} must be {must[key]}, got "), (key, value)
+    # a label without a display name, prettified word by word
+    assert ModelConfig.from_dict(base).name("artist", "jan_van-eyck") == "Jan Van Eyck"
     # what it got: the JSON of the value, cut at 60 characters
     for value, got in (("a b" + "c" * 55, f'"a b{"c" * 55}"'), ("a b" + "c" * 56, f'"a b{"c" * 53}...')):
         with pytest.raises(CheckpointError) as err:
@@ -1095,6 +1097,8 @@ def test_a_saved_datasets_table_keeps_its_splits_labels_and_image_bytes(tmp_path
     assert [(r.path, r.labels, r.split) for r in val] == [
         (f"hf:{spec}/validation#{i}", {"style": names["style"][r[2]], "genre": "", "artist": ""}, "")
         for i, r in enumerate(splits["validation"])]
+    assert [r.labels for r in load_source(f"hf:{spec}:train", tasks=("genre",))] == [
+        {"style": "", "genre": "" if r[1] == 1 else names["genre"][r[1]], "artist": ""} for r in splits["train"]]
     with pytest.raises(ValueError, match="no split 'test'"):
         hf_rows(f"{spec}:test")
     datasets.Dataset.from_dict({"style": [0]}, features=datasets.Features({"style": features["style"]})).save_to_disk(
