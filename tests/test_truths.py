@@ -1029,6 +1029,7 @@ def test_every_config_limit_is_inclusive_and_named_in_the_refusal(tmp_path):
         ModelConfig.from_dict({**base, "format_version": 10**6})
     # nesting: the config itself is level 1, so a metric 4 lists deep is level 6, the deepest allowed
     assert ModelConfig.from_dict({**base, "metrics": {"a": [[[[1]]]]}}).metrics == {"a": [[[[1]]]]}
+    assert ModelConfig.from_dict({**base, "metrics": {"a": [[[[]]]]}}).metrics == {"a": [[[[]]]]}  # [] is one level
     with pytest.raises(CheckpointError, match="c.json: nested more than 6 levels deep"):
         ModelConfig.from_dict({**base, "metrics": {"a": [[[[[1]]]]]}}, source="c.json")
     # the file itself: 5,000,000 bytes are read, one more is refused unread
@@ -1051,6 +1052,17 @@ def test_data_may_be_the_metadata_csv_itself(tmp_path):
         rows = load_source(str(data))
         assert [(r.path, r.labels) for r in rows] == [(str(tmp_path / "a.jpg"),
                                                        {"style": "Baroque", "genre": "portrait", "artist": "rembrandt"})]
+    assert (rows[0].split, rows[0].artist_fold) == ("", -1)  # no split or artist_fold column
+    # a folder with metadata.csv is read as that CSV, even with class sub-folders beside it
+    (tmp_path / "folder" / "Baroque").mkdir(parents=True)
+    (tmp_path / "folder" / "Baroque" / "x.jpg").write_bytes(b"x")
+    (tmp_path / "folder" / "metadata.csv").write_text("path,style,split,artist_fold\nb.jpg,Cubism, val ,\nc.jpg,,train,3\n")
+    assert [(Path(r.path).name, r.labels, r.split, r.artist_fold) for r in load_source(str(tmp_path / "folder"))] == [
+        ("b.jpg", {"style": "Cubism", "genre": "", "artist": ""}, "val", -1),
+        ("c.jpg", {"style": "", "genre": "", "artist": ""}, "train", 3)]
+    (tmp_path / "notes.txt").write_text("path\na.jpg\n")
+    with pytest.raises(ValueError, match="not a CSV file"):
+        load_source(str(tmp_path / "notes.txt"))
 
 
 
@@ -1077,8 +1089,8 @@ def test_a_saved_datasets_table_keeps_its_splits_labels_and_image_bytes(tmp_path
     pics = {"train": painting_paths[:3], "validation": painting_paths[3:5]}
     datasets.DatasetDict({s: datasets.Dataset.from_dict(
         {"image": [str(p) for p in pics[s]], **{t: [r[i] for r in rows] for i, t in enumerate(names)}}, features=features)
-        for s, rows in splits.items()}).save_to_disk(str(tmp_path / "hf"))
-    spec = str(tmp_path / "hf")
+        for s, rows in splits.items()}).save_to_disk(str(tmp_path / "a:b" / "hf"))
+    spec = str(tmp_path / "a:b" / "hf")  # a colon in a folder's name is not a split
 
     def labels(artist, genre, style):
         return {"style": names["style"][style], "genre": "" if genre == 1 else names["genre"][genre],
