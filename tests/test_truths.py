@@ -899,6 +899,8 @@ def test_a_failed_save_keeps_the_last_good_checkpoint_and_the_next_one_cleans_up
     assert "\nMulti-task attribution model (artist, style, genre) for photos of paintings.\n" in (folder / "README.md").read_text()
     assert [p.name for p in parent.iterdir() if p.name.startswith(".")] == [folder.resolve().name]
     assert folder.resolve().name.startswith(".ckpt.")
+    for p in [folder.resolve(), *folder.resolve().rglob("*")]:  # shared: world-readable, folders enterable
+        assert p.stat().st_mode & 0o777 == (0o755 if p.is_dir() else 0o644), p
 
 
 def test_save_writes_card_metadata_and_extra_folders(saved, tmp_path):
