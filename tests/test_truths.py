@@ -86,6 +86,7 @@ def test_a_hand_built_model_answers_what_its_logits_say_in_batches(tmp_path):
     32 px on a side refused."""
     config = ModelConfig(architecture="x", tasks={"style": ["r", "g", "b"], "genre": ["p", "q"]}, input_size=32,
                          temperature={"style": 2.0})
+    assert Predictor(_PixelModel(), config).locate is True and Predictor(_PixelModel(), config, tmp_path).model_dir == tmp_path
     predictor = Predictor(_PixelModel(), config, locate=False)
     colours = [(200, 30, 90), (10, 240, 120), (128, 128, 0)]
     images = [Image.new("RGB", (40, 32), c) for c in colours]
@@ -103,6 +104,12 @@ def test_a_hand_built_model_answers_what_its_logits_say_in_batches(tmp_path):
     # (128, 128, 0) normalises to (0.07, 0.21, -1.80): "g" and "q"
     assert [a["style"][0][0] for a in answers] == ["r", "g", "g"] and [a["genre"][0][0] for a in answers] == ["p", "q", "q"]
     assert answers[0].flags["artwork_score"] == pytest.approx(outputs[0].artwork_score)
+    v = (np.array(colours[0]) / 255 - IMAGENET_MEAN) / IMAGENET_STD
+    np.testing.assert_allclose(predictor.embed(images[0]), v * 2, atol=1e-5)
+    top = predictor.predict(images[0], top_k=2)
+    assert [(label, round(p, 5)) for label, p in top["style"]] == [
+        (label, round(float(p), 5)) for label, p in sorted(zip("rgb", _softmax(v / 2)), key=lambda x: -x[1])[:2]]
+    assert len(top["genre"]) == 2 and top.flags["artwork_score"] == pytest.approx(1 / (1 + np.exp(-v[0])), abs=1e-5)
     assert predictor.run(Image.new("RGB", (32, 200), colours[1])).probs["genre"].argmax() == 1  # 32 px: big enough
     for size in ((31, 200), (200, 31)):
         with pytest.raises(ValueError, match=f"image 0 \\(Image\\): The image is {size[0]}×{size[1]} px: too small"):
