@@ -100,7 +100,8 @@ def test_a_hand_built_model_answers_what_its_logits_say_in_batches(tmp_path):
         np.testing.assert_allclose(out.embedding, v * 2, atol=1e-5)
         np.testing.assert_allclose(out.sphere, v[::-1], atol=1e-5)
         assert out.crop is None
-    answers = predictor.predict_batch(images, top_k=1, batch_size=2)
+    answers = predictor.predict_batch(images, top_k=1, batch_size=1)  # three full batches
+    assert [(len(a["style"]), len(a["genre"])) for a in answers] == [(1, 1)] * 3
     # (128, 128, 0) normalises to (0.07, 0.21, -1.80): "g" and "q"
     assert [a["style"][0][0] for a in answers] == ["r", "g", "g"] and [a["genre"][0][0] for a in answers] == ["p", "q", "q"]
     assert answers[0].flags["artwork_score"] == pytest.approx(outputs[0].artwork_score)
