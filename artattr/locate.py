@@ -190,9 +190,8 @@ def _palettes(pixels: np.ndarray, quads: np.ndarray, side: int = 40, bins: int =
     h, w = pixels.shape[:2]
     sw, sh = (side, max(1, round(side * h / w))) if w >= h else (max(1, round(side * w / h)), side)
     thumb = cv2.resize(pixels, (sw, sh), interpolation=cv2.INTER_AREA).reshape(-1, 3).astype(int) * bins // 256
-    colour = ((thumb[:, 0] * bins + thumb[:, 1]) * bins + thumb[:, 2]).reshape(sh, sw, 1)
-    table = np.zeros((sh + 1, sw + 1, bins ** 3), np.int32)  # summed-area table: a box's histogram is four lookups
-    table[1:, 1:] = (colour == np.arange(bins ** 3)).cumsum(axis=0, dtype=np.int32).cumsum(axis=1, dtype=np.int32)
+    onehot = np.eye(bins ** 3, dtype=np.uint8)[(thumb[:, 0] * bins + thumb[:, 1]) * bins + thumb[:, 2]].reshape(sh, sw, -1)
+    table = cv2.integral(onehot, sdepth=cv2.CV_32S)  # summed-area table: a box's histogram is four lookups
     mid = (quads + np.roll(quads, -1, axis=1)) / 2  # the quad as the box through its side midpoints
     top, bottom = (np.clip(np.round(mid[:, k, 1] * sh / h), 0, sh).astype(int) for k in (0, 2))
     left, right = (np.clip(np.round(mid[:, k, 0] * sw / w), 0, sw).astype(int) for k in (3, 1))
@@ -245,15 +244,15 @@ def candidates(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
     none = np.zeros((0, 4, 2)), np.zeros((0, len(FEATURES)))
     if min(w, h) < 32:
         return none
-    pixels = np.asarray(image.convert("RGB"))
+    pixels = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     if scale < 1:
         pixels = cv2.resize(pixels, (w, h), interpolation=cv2.INTER_AREA)
     pixels = cv2.GaussianBlur(pixels, (0, 0), 1.0)
     edges = cv2.Canny(pixels, 30, 90, L2gradient=True)
     gray = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    gx, gy = np.abs(cv2.Sobel(gray, cv2.CV_32F, 1, 0)), np.abs(cv2.Sobel(gray, cv2.CV_32F, 0, 1))
-    edges_h = np.where(gy > gx, edges, 0).astype(np.uint8)  # edges running left-right
-    edges_v = np.where(gx > gy, edges, 0).astype(np.uint8)
+    gx, gy = cv2.absdiff(cv2.Sobel(gray, cv2.CV_32F, 1, 0), 0), cv2.absdiff(cv2.Sobel(gray, cv2.CV_32F, 0, 1), 0)
+    edges_h = cv2.bitwise_and(edges, cv2.compare(gy, gx, cv2.CMP_GT))  # edges running left-right
+    edges_v = cv2.bitwise_and(edges, cv2.compare(gx, gy, cv2.CMP_GT))
     quads, support = _quads(_lines(edges_h, True), _lines(edges_v, False),
                             cv2.dilate(edges_h, np.ones((3, 1), np.uint8)) > 0, cv2.dilate(edges_v, np.ones((1, 3), np.uint8)) > 0)
     area = _area(quads) / (w * h)
