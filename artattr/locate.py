@@ -169,11 +169,16 @@ def _strips(quads: np.ndarray, offsets: tuple[float, ...], width: int, height: i
     """(K, N, 4, S) flat pixel indices of ``samples`` points along each side of each quad (top, right,
     bottom, left), ``offsets[k]`` px outwards (negative: inwards), in a ``width`` x ``height`` image."""
     t = np.linspace(0.05, 0.95, samples)[:, None]
-    along = quads[:, :, None, :] * (1 - t) + np.roll(quads, -1, axis=1)[:, :, None, :] * t
-    outwards = np.array([[0, -1], [1, 0], [0, 1], [-1, 0]], np.float64)[None, :, None, :]
-    pts = along + np.array(offsets, np.float64)[:, None, None, None, None] * outwards
-    return (np.clip(np.round(pts[..., 1]).astype(int), 0, height - 1) * width
-            + np.clip(np.round(pts[..., 0]).astype(int), 0, width - 1))
+    along = quads[:, :, None, :] * (1 - t) + np.roll(quads, -1, axis=1)[:, :, None, :] * t  # (N, 4, S, 2)
+    offsets = np.array(offsets, np.float64)[:, None, None, None]
+    # a side moves across itself: top (up) and bottom (down) in y, right (right) and left (left) in x
+    x_tb = np.clip(np.round(along[:, ::2, :, 0]).astype(int), 0, width - 1)
+    y_tb = np.clip(np.round(along[None, :, ::2, :, 1] + offsets * np.array([-1.0, 1.0])[:, None]).astype(int), 0, height - 1)
+    x_rl = np.clip(np.round(along[None, :, 1::2, :, 0] + offsets * np.array([1.0, -1.0])[:, None]).astype(int), 0, width - 1)
+    y_rl = np.clip(np.round(along[:, 1::2, :, 1]).astype(int), 0, height - 1)
+    index = np.empty((len(offsets), len(quads), 4, samples), int)
+    index[:, :, ::2], index[:, :, 1::2] = y_tb * width + x_tb, y_rl * width + x_rl
+    return index
 
 
 def _area(quads: np.ndarray) -> np.ndarray:
