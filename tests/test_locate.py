@@ -188,3 +188,23 @@ def test_app_analyses_the_detected_painting_or_the_whole_image(painting, tmp_pat
         assert whole.image.width / whole.image.height == pytest.approx(photo.width / photo.height, rel=0.02)
     finally:
         app.models.close()
+
+
+@pytest.mark.parametrize("locate", [True, False])
+def test_cli_batches_give_each_file_its_own_answer(predictor, painting_paths, bad_files, tmp_path, locate):
+    """The CLI's pipeline (decode and locate in a pool, then batched forward passes) over more batches
+    than fit at once: every file in input order, each with the answers and crop it gets alone."""
+    from artattr.__main__ import run_batches
+
+    photo, _ = _framed(painting_paths[0])
+    (tmp_path / "wall.jpg").write_bytes(_upload(photo))
+    paths = [painting_paths[1], tmp_path / "wall.jpg", bad_files["notes.txt"], *painting_paths[2:5]]
+    results = list(run_batches(predictor, paths, batch_size=2, locate=locate))
+    assert [r[0] for r in results] == paths
+    assert results[2][1] is None and results[2][2]
+    for path, output, err in results[:2] + results[3:]:
+        alone = predictor.run(path, locate=locate)
+        assert err is None
+        np.testing.assert_allclose(output.probs["style"], alone.probs["style"], atol=1e-5)
+        assert (output.crop is None) == (alone.crop is None)
+    assert (results[1][1].crop is not None) == locate
