@@ -256,6 +256,60 @@ def test_default_config_runs_the_cached_recipe(tiny_data, tmp_path):
     assert json.loads((tmp_path / "out" / "report.json").read_text())["skipped_unreadable"] == 1
     cache = next((tmp_path / "cache").iterdir())
     assert torch.load(cache / "train.pt")["ok"].sum() == 4 * 12  # the broken file is flagged, not trained on
+    photos = torch.load(cache / "wall_photos_0.pt")  # default.yaml trains on wall photos too (issue 18)
+    assert photos["ok"].sum() == 4 * 12 and photos["feats"].shape == torch.load(cache / "train.pt")["feats"].shape
+
+
+def test_wall_photo_view_is_the_painting_cut_out_of_a_photo(data_dir):
+    """The training view of a phone photo is mostly the painting again: at 32 px its grey levels follow
+    the painting's (the truth: the file itself), where the whole photo around it does not."""
+    from train.cached import wall_photo_view
+    from train.trust_views import wall_photo
+
+    with (data_dir / "metadata.csv").open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "val"][:12]
+    grey = lambda im: np.asarray(im.convert("L").resize((32, 32), Image.BILINEAR), float).ravel()  # noqa: E731
+    views, photos = [], []
+    for i, row in enumerate(rows):
+        painting = load_image(data_dir / row["path"])
+        view = wall_photo_view(painting, i, seed=5)
+        assert np.array_equal(np.asarray(view), np.asarray(wall_photo_view(painting, i, seed=5)))  # reproducible
+        views.append(np.corrcoef(grey(painting), grey(view))[0, 1])
+        photos.append(np.corrcoef(grey(painting), grey(wall_photo(painting, np.random.default_rng((5, i)))))[0, 1])
+    assert np.median(views) > 0.6 and np.median(photos) < 0.2  # (the locator keeps a few photos whole)
+
+
+def test_wall_photos_replace_the_scan_in_their_share_of_samples(tiny_data, tmp_path):
+    """wall_photos: 0 feeds the scan or its mirror, 1 feeds every sample's cached wall photo instead."""
+    from train.cached import cached_feed
+    from train.data import Vocab, load_source, split_rows
+    from train.fit import preprocessing
+
+    rows = load_source(str(tiny_data))
+    train_rows, val_rows = split_rows(rows, "csv")
+    vocab = Vocab.build(train_rows, ["style"], 2)
+    model = artattr.create_model("efficientnet_lite0", tasks=vocab.labels, pretrained=False)
+    for share in (0.0, 1.0):
+        args = make_args({**TINY, "data": str(tiny_data), "cache_dir": str(tmp_path), "recipe": "cached",
+                          "tasks": ["style"], "wall_photos": share})
+        feed = cached_feed(args, train_rows, val_rows, vocab, model, preprocessing(args, model), torch.device("cpu"))
+        cache = next(tmp_path.iterdir())
+        train, photos = torch.load(cache / "train.pt"), cache / "wall_photos_3.pt"
+        assert photos.is_file() == bool(share)
+        for x, idx, ok in feed.batches(0, True):
+            if share:
+                assert torch.equal(x, torch.load(photos)["feats"][idx])
+            else:
+                scan, mirror = train["feats"][idx], train["flips"][idx]
+                assert all(torch.equal(a, b) or torch.equal(a, c) for a, b, c in zip(x, scan, mirror))
+                assert not torch.equal(scan, mirror)
+
+
+def test_wall_photos_need_the_cached_recipe():
+    with pytest.raises(ConfigError, match="wall_photos"):
+        make_args({"recipe": "full", "wall_photos": 0.3})
+    with pytest.raises(ConfigError, match="wall_photos"):
+        make_args({"recipe": "cached", "wall_photos": 1.5})
 
 
 def test_u8_cache_feeds_the_same_pixels(tiny_data, tmp_path):

@@ -74,6 +74,8 @@ class FitArgs:
     crop_scale: float = 0.5              # random resized crop keeps >= this share of the area; 1 = no crop
     hflip: bool = True
     color_jitter: float = 0.0            # off by default: colour is evidence of style
+    wall_photos: float = 0.0             # cached: share of samples seen as a phone photo of the painting on a
+                                         # wall (train.composite), cut out by the locator as uploads are
     ema_decay: float = 0.0               # EMA of weights (e.g. 0.999); evaluation and checkpoints use it
     calibrate: bool = True               # fit a softmax temperature per task on val at the end
     # runtime
@@ -94,6 +96,9 @@ class FitArgs:
         self.tasks = [t.strip() for v in self.tasks for t in str(v).split(",") if t.strip()]
         self.model_args, self.task_weights = Mapping(self.model_args), Mapping(self.task_weights)
         self.resume = "" if str(self.resume).lower() in ("", "false", "none") else str(self.resume)
+        if not 0 <= self.wall_photos <= 1 or (self.wall_photos and self.recipe != "cached"):
+            raise ConfigError(f"wall_photos: a share from 0 to 1, for recipe 'cached' (got {self.wall_photos} "
+                              f"with recipe {self.recipe!r})")
         unknown = set(self.tasks) - set(TASKS)
         if unknown and not self.data.startswith("hf:"):
             raise ConfigError(f"tasks: unknown task(s) {sorted(unknown)}; choose from {TASKS}")

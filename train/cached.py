@@ -4,7 +4,11 @@ activations once, train the top blocks and heads.
 On 2 CPU cores a full fine-tune of EfficientNet-Lite0 costs ~20 min an epoch; with the first
 blocks frozen their output is the same every epoch, so we compute it once (for each image and
 its mirror image, the only augmentation that keeps brushwork intact) and train the rest in minutes.
-This is how the embedded default checkpoint is made::
+With ``wall_photos`` > 0 each image is also cached as the model sees it in a phone photo of it on a
+wall (:func:`wall_photo_view`: framed, off-axis, re-lit, recompressed, then cut out by the painting
+locator exactly as an upload is), and that view stands in for the scan in this share of the samples:
+the classifier learns to survive imperfect crops, glare and JPEG noise. This is how the embedded
+default checkpoint is made::
 
     python -m train fit --config train/configs/default.yaml
 
@@ -13,16 +17,20 @@ Under torchrun rank 0 computes the cache and every process trains on its shard o
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
+from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from artattr.locate import locate_painting
 from artattr.preprocess import Preprocess
 
 from .args import ConfigError
@@ -39,8 +47,16 @@ def lite_parts(model: nn.Module, k: int) -> tuple[nn.Module, nn.Module]:
     return trunk, top
 
 
+def wall_photo_view(painting: Image.Image, i: int, seed: int = 0) -> Image.Image:
+    """What the model gets from a phone photo of ``painting`` on a wall (row ``i``'s own, reproducible
+    one): the painted surface the locator cuts out of it, or the whole photo when it finds none."""
+    from .trust_views import wall_photo
+
+    return locate_painting(wall_photo(painting, np.random.default_rng((seed, i))))[0]
+
+
 @torch.inference_mode()
-def cache_features(trunk: nn.Module, ds: ImageRows, path: Path, flip: bool, desc: str) -> dict:
+def cache_features(trunk: nn.Module, ds: ImageRows, path: Path, flip: bool, desc: str, workers: int = 1) -> dict:
     """Trunk activations (float16) of every row, and of its mirror image when ``flip``; unreadable
     rows are flagged in ``ok`` so training can leave them out. Written once, atomically."""
     if path.is_file():
@@ -49,7 +65,7 @@ def cache_features(trunk: nn.Module, ds: ImageRows, path: Path, flip: bool, desc
             data["ok"] = torch.ones(len(data["feats"]), dtype=torch.bool)
         if "ok" in data:
             return data
-    loader = DataLoader(ds, batch_size=64, num_workers=1, collate_fn=_collate)
+    loader = DataLoader(ds, batch_size=64, num_workers=workers, collate_fn=_collate)
     feats, flips, oks = [], [], []
     for x, _, ok in tqdm(loader, desc=f"caching {desc}", unit="batch"):
         feats.append(trunk(x).half())
@@ -83,7 +99,8 @@ class Top(nn.Module):
 
 def cached_feed(args, train_rows: list[Row], val_rows: list[Row], vocab: Vocab, model: nn.Module,
                 preprocess: Preprocess, device: torch.device, d: Dist = Dist()) -> Feed:
-    """The CPU recipe: blocks[:frozen_blocks] run once per image (and its mirror image), the rest trains."""
+    """The CPU recipe: blocks[:frozen_blocks] run once per image (and its mirror image, and its wall
+    photo when ``args.wall_photos``), the rest trains."""
     if not args.architecture.startswith("efficientnet_lite"):
         raise ConfigError(f"recipe 'cached' needs an EfficientNet-Lite architecture, not {args.architecture!r}")
     trunk, _ = lite_parts(model, args.frozen_blocks)
@@ -94,8 +111,13 @@ def cached_feed(args, train_rows: list[Row], val_rows: list[Row], vocab: Vocab, 
     if d.main:
         cache_features(trunk, ImageRows(train_rows, vocab, preprocess), cache / "train.pt", True, "train")
         cache_features(trunk, ImageRows(val_rows, vocab, preprocess), cache / "val.pt", False, "val")
+        if args.wall_photos:
+            view = functools.partial(wall_photo_view, seed=args.seed)
+            cache_features(trunk, ImageRows(train_rows, vocab, preprocess, view=view), cache / f"wall_photos_{args.seed}.pt",
+                           False, "train wall photos", workers=max(1, args.workers))
     d.barrier()
     tr, va = torch.load(cache / "train.pt"), torch.load(cache / "val.pt")
+    photos = torch.load(cache / f"wall_photos_{args.seed}.pt") if args.wall_photos else None
     n, bs = len(train_rows), args.batch_size
 
     def batches(epoch: int, train: bool):
@@ -109,7 +131,12 @@ def cached_feed(args, train_rows: list[Row], val_rows: list[Row], vocab: Vocab, 
         for i in range(0, len(order), bs):
             idx = order[i: i + bs]
             flip = torch.rand(len(idx), generator=gen) < 0.5
-            yield torch.where(flip[:, None, None, None], tr["flips"][idx], tr["feats"][idx]).to(device), idx, tr["ok"][idx]
+            x, ok = torch.where(flip[:, None, None, None], tr["flips"][idx], tr["feats"][idx]), tr["ok"][idx]
+            if photos is not None:
+                photo = torch.rand(len(idx), generator=gen) < args.wall_photos
+                x = torch.where(photo[:, None, None, None], photos["feats"][idx], x)
+                ok = ok & (photos["ok"][idx] | ~photo)
+            yield x.to(device), idx, ok
 
     return Feed(batches, lambda net: Top(net, args.frozen_blocks), math.ceil(n // d.world / bs),
                 lambda net: list(lite_parts(net, args.frozen_blocks)[1].parameters()), lambda net, epoch: net.train())

@@ -22,6 +22,7 @@ import csv
 import random
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from artattr.config import TASKS
-from artattr.images import ImageInput
+from artattr.images import ImageInput, load_image
 from artattr.preprocess import Preprocess
 
 OTHER = "other"
@@ -220,10 +221,12 @@ class Vocab:
 
 class DecodedRows(Dataset):
     """uint8 ``(3, S, S)`` images exactly as :meth:`artattr.Predictor.pixels` makes them; augmentation
-    and normalisation happen later, batched on the device. Unreadable files give ``ok=False``."""
+    and normalisation happen later, batched on the device. Unreadable files give ``ok=False``.
+    ``view(image, i)``, when given, turns row ``i``'s decoded picture into what the model should see
+    instead (e.g. :func:`train.cached.wall_photo_view`)."""
 
-    def __init__(self, rows: list[Row], preprocess: Preprocess | int):
-        self.rows = rows
+    def __init__(self, rows: list[Row], preprocess: Preprocess | int, view: Callable | None = None):
+        self.rows, self.view = rows, view
         self.preprocess = preprocess if isinstance(preprocess, Preprocess) else Preprocess(preprocess)
 
     def __len__(self) -> int:
@@ -231,7 +234,10 @@ class DecodedRows(Dataset):
 
     def __getitem__(self, i: int):
         try:
-            return self.preprocess.pixels(image_input(self.rows[i])).permute(2, 0, 1), i, True
+            image = image_input(self.rows[i])
+            if self.view is not None:
+                image = self.view(load_image(image), i)
+            return self.preprocess.pixels(image).permute(2, 0, 1), i, True
         except (ValueError, OSError):
             size = self.preprocess.size
             return torch.zeros(3, size, size, dtype=torch.uint8), i, False
@@ -241,10 +247,11 @@ class ImageRows(Dataset):
     """Normalised model inputs with their label indices (the frozen-trunk cache and the probes);
     bad files are flagged (``ok=False``, labels missing), not fatal."""
 
-    def __init__(self, rows: list[Row], vocab: Vocab, preprocess: Preprocess | int, mean=None, std=None):
+    def __init__(self, rows: list[Row], vocab: Vocab, preprocess: Preprocess | int, mean=None, std=None,
+                 view: Callable | None = None):
         if not isinstance(preprocess, Preprocess):  # (rows, vocab, size, mean, std)
             preprocess = Preprocess(preprocess, mean=tuple(mean), std=tuple(std))
-        self.decoded, self.preprocess = DecodedRows(rows, preprocess), preprocess
+        self.decoded, self.preprocess = DecodedRows(rows, preprocess, view), preprocess
         self.targets = vocab.targets(rows)
 
     def __len__(self) -> int:
