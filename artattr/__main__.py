@@ -69,19 +69,18 @@ def text(rec: dict) -> str:
 def run_batches(predictor, paths: list[Path], batch_size: int = BATCH_SIZE, locate: bool | None = None):
     """Yield ``(path, output, None)`` or ``(path, None, message)`` in input order. Decoding (and finding
     the painting in a photo, ``Predictor.find``) runs in a thread pool (Pillow, OpenCV and torch release
-    the GIL) a few batches ahead of the forward pass.
+    the GIL); the forward pass uses all of torch's threads.
 
-    Finding the painting costs about as much CPU as the forward pass (~10 vs ~13 ms per image on one
-    core), so while it runs the forward pass gets half the cores and the decoders the rest: torch's
-    threads would otherwise spin waiting for cores the decoders hold (on 2 cores they doubled the
-    CPU time per image, 65 instead of 30 ms). Decoding alone is cheap; then torch keeps its threads."""
+    Plain decoding is cheap (~1 ms per image against ~14 ms of forward pass), so it runs a few
+    batches ahead, beside the forward pass. Finding the painting costs more (~5 ms per image), and
+    beside the forward pass it would take cores from torch's threads, which then spin waiting for
+    them (on 2 cores that once doubled the CPU time per image); so then each batch is decoded on all
+    cores first and the forward pass follows alone."""
     import torch
 
     cores = os.cpu_count() or 1
     locating = predictor.locate if locate is None else locate
-    threads = torch.get_num_threads()
-    forward_threads = max(1, min(threads, cores // 2)) if locating else threads
-    workers = max(1, cores - forward_threads) if locating else min(4, cores)
+    ahead = batch_size if locating else 3 * batch_size  # decodes submitted before each batch is taken
 
     def decode(path: Path):
         try:
@@ -92,30 +91,21 @@ def run_batches(predictor, paths: list[Path], batch_size: int = BATCH_SIZE, loca
         except OSError as err:  # missing, unreadable, a folder where a file was expected
             return None, err.strerror or str(err)
 
-    torch.set_num_threads(forward_threads)
-    try:
-        with ThreadPoolExecutor(workers) as pool:
-            ahead = deque(pool.submit(decode, p) for p in paths[: 3 * batch_size])
-            queued, done = len(ahead), 0
-            while ahead:
-                batch = []
-                while ahead and len(batch) < batch_size:
-                    batch.append((paths[done], *ahead.popleft().result()))
-                    done += 1
-                    if queued < len(paths):
-                        ahead.append(pool.submit(decode, paths[queued]))
-                        queued += 1
-                good = [(p, px) for p, px, err in batch if err is None]
-                outputs = iter(predictor.forward_batch(predictor.normalise(torch.stack([px for _, (px, _) in good])))) if good else iter(())
-                for path, decoded, err in batch:
-                    if err is not None:
-                        yield path, None, err
-                        continue
-                    output = next(outputs)
-                    output.crop = decoded[1]
-                    yield path, output, None
-    finally:
-        torch.set_num_threads(threads)
+    with ThreadPoolExecutor(cores if locating else min(4, cores)) as pool:
+        pending, done = deque(), 0  # pending: decodes of paths[done:done + len(pending)]
+        while done < len(paths):
+            pending.extend(pool.submit(decode, p) for p in paths[done + len(pending):done + ahead])
+            batch = [(paths[done + i], *pending.popleft().result()) for i in range(min(batch_size, len(pending)))]
+            done += len(batch)
+            good = [(p, px) for p, px, err in batch if err is None]
+            outputs = iter(predictor.forward_batch(predictor.normalise(torch.stack([px for _, (px, _) in good])))) if good else iter(())
+            for path, decoded, err in batch:
+                if err is not None:
+                    yield path, None, err
+                    continue
+                output = next(outputs)
+                output.crop = decoded[1]
+                yield path, output, None
 
 
 def predict(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from artattr.images import load_image
-from artattr.locate import DECODE_SIZE, find_painting, rectify
+from artattr.locate import ANGLE_STEP, DECODE_SIZE, MAX_TILT, _lines, _vertical_peaks, find_painting, rectify
 from train.composite import corners_to_box, quad_iou, render_wall_photo
 
 PHOTOS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "photos500"
@@ -61,6 +61,56 @@ def test_hand_placed_painting_is_found_and_flattened(painting):
     assert abs(flat.width - 300) <= 6 and abs(flat.height - 220) <= 6
     diff = np.abs(np.asarray(flat.resize(art.size), float) - np.asarray(art, float)).mean()
     assert diff < 12, f"the rectified crop differs from the painting by {diff:.1f} grey levels"
+
+
+def _assert_lines(found: np.ndarray, drawn: list) -> None:
+    """The first (most voted) of the ``found`` lines are the ``drawn`` (offset, slope) lines, in any
+    order, within the Hough transform's resolution (1 px in offset; half a degree is a slope of
+    ~0.009), and no line is tilted more than MAX_TILT. (Thin lines also leave weaker peaks beside them.)"""
+    assert len(found) >= len(drawn), found
+    first = found[: len(drawn)][np.argsort(found[: len(drawn), 0])]
+    np.testing.assert_allclose(first[:, 0], np.array(drawn)[:, 0], atol=1.5)
+    np.testing.assert_allclose(first[:, 1], np.array(drawn)[:, 1], atol=0.01)
+    assert np.all(np.abs(found[:, 1]) <= np.tan(np.deg2rad(MAX_TILT)) + 1e-9), found
+
+
+def test_lines_drawn_at_known_places_are_found_there():
+    """Edge maps with lines drawn by hand: the Hough search finds each line as ``(offset, slope)`` —
+    ``x = offset + slope * y`` for near-vertical lines, ``y = offset + slope * x`` for near-horizontal
+    ones — within the transform's resolution, once each, and nothing tilted more than MAX_TILT."""
+    import cv2
+
+    vertical = np.zeros((200, 240), np.uint8)  # h x w
+    cv2.line(vertical, (40, 0), (60, 200), 255)  # x = 40 + 0.1 y: theta near pi (the far end of OpenCV's range)
+    cv2.line(vertical, (200, 0), (180, 200), 255)  # x = 200 - 0.1 y: theta near 0
+    cv2.line(vertical, (120, 0), (120, 199), 255)
+    cv2.line(vertical, (90, 0), (150, 200), 255)  # 16.7 degrees off vertical: not a frame seen face on
+    _assert_lines(_lines(vertical, False), [[40, 0.1], [120, 0], [200, -0.1]])
+
+    horizontal = np.zeros((200, 240), np.uint8)
+    cv2.line(horizontal, (0, 30), (239, 30), 255)
+    cv2.line(horizontal, (0, 170), (240, 158), 255)  # y = 170 - 0.05 x
+    _assert_lines(_lines(horizontal, True), [[30, 0], [170, -0.05]])
+
+
+def test_near_vertical_search_equals_opencvs_full_scan(data_dir, val_rows):
+    """The near-vertical Hough peaks (two narrow scans at the ends of [0, pi)) are exactly those of
+    OpenCV's scan over the whole range kept within MAX_TILT of vertical, in the same order, on real edges."""
+    import cv2
+
+    tilt = np.deg2rad(MAX_TILT)
+    peaks = 0
+    for row in val_rows[:500:25]:
+        edges = cv2.Canny(np.asarray(Image.open(data_dir / row["path"]).convert("RGB")), 30, 90, L2gradient=True)
+        threshold = int(0.15 * edges.shape[0])
+        full = cv2.HoughLines(edges, 1, ANGLE_STEP, threshold)
+        full = np.zeros((0, 2)) if full is None else full[:, 0].astype(np.float64)
+        full = full[(full[:, 1] < tilt) | (full[:, 1] > np.pi - tilt)]
+        found = _vertical_peaks(edges, threshold)
+        found = found[(found[:, 1] < tilt) | (found[:, 1] > np.pi - tilt)]
+        assert np.array_equal(found, full), row["path"]
+        peaks += len(full)
+    assert peaks > 100
 
 
 def test_wall_photos_are_cropped_to_the_painted_surface(data_dir, val_rows):
@@ -138,3 +188,23 @@ def test_app_analyses_the_detected_painting_or_the_whole_image(painting, tmp_pat
         assert whole.image.width / whole.image.height == pytest.approx(photo.width / photo.height, rel=0.02)
     finally:
         app.models.close()
+
+
+@pytest.mark.parametrize("locate", [True, False])
+def test_cli_batches_give_each_file_its_own_answer(predictor, painting_paths, bad_files, tmp_path, locate):
+    """The CLI's pipeline (decode and locate in a pool, then batched forward passes) over more batches
+    than fit at once: every file in input order, each with the answers and crop it gets alone."""
+    from artattr.__main__ import run_batches
+
+    photo, _ = _framed(painting_paths[0])
+    (tmp_path / "wall.jpg").write_bytes(_upload(photo))
+    paths = [painting_paths[1], tmp_path / "wall.jpg", bad_files["notes.txt"], *painting_paths[2:5]]
+    results = list(run_batches(predictor, paths, batch_size=2, locate=locate))
+    assert [r[0] for r in results] == paths
+    assert results[2][1] is None and results[2][2]
+    for path, output, err in results[:2] + results[3:]:
+        alone = predictor.run(path, locate=locate)
+        assert err is None
+        np.testing.assert_allclose(output.probs["style"], alone.probs["style"], atol=1e-5)
+        assert (output.crop is None) == (alone.crop is None)
+    assert (results[1][1].crop is not None) == locate

@@ -24,7 +24,9 @@ def describe(args) -> str:
             f"({args.split} split) for {args.epochs} epochs at {args.input_size} px: {args.loss_weighting} task weighting, "
             f"label smoothing {args.label_smoothing}, class weight power {args.class_weight_power}, "
             f"ArcFace ({args.arcface_task}, weight {args.arcface_weight}) embeddings"
-            + (f", EMA {args.ema_decay}" if args.ema_decay else "") + ". Metrics are on the val rows with calibrated "
+            + (f", EMA {args.ema_decay}" if args.ema_decay else "")
+            + (f", {args.wall_photos:.0%} of samples seen as phone photos on a wall cut out by the painting locator"
+               if args.wall_photos else "") + ". Metrics are on the val rows with calibrated "
             "probabilities; `artist_known` counts only paintings by artists the model has as classes "
             f"(>= {args.min_artist_images} training images), the rest are labelled `other`.")
 
