@@ -1510,3 +1510,30 @@ def test_standardise_keeps_the_inputs_device_and_dtype():
     half = pre.standardise(torch.full((1, 3, 4, 4), 0.75, dtype=torch.bfloat16))
     assert half.dtype == torch.bfloat16 and torch.all(half == 1.0)  # (0.75 - 0.5) / 0.25
     assert pre.standardise(torch.zeros(1, 3, 4, 4, device="meta")).device.type == "meta"
+
+
+def test_predictor_finds_the_painting_where_it_was_placed(predictor, data_dir, val_rows):
+    """A phone photo rendered with a known placement (``train.composite``): ``run``, ``run_batch`` and
+    ``predict`` report a crop that overlaps the true painted surface (IoU >= 0.9) and answer for the
+    cut-out; asked not to locate, or built not to, they answer for the whole photo, with no crop."""
+    from artattr.locate import DECODE_SIZE, rectify
+    from train.composite import quad_iou, render_wall_photo
+
+    photo, quad = render_wall_photo(Image.open(data_dir / val_rows[0]["path"]), np.random.default_rng(4), size=1024)
+    buf = io.BytesIO()
+    photo.save(buf, "JPEG", quality=92)
+    jpeg = buf.getvalue()
+    located, whole = predictor.run(jpeg), predictor.run(jpeg, locate=False)
+    assert located.crop is not None and whole.crop is None
+    assert quad_iou(np.asarray(located.crop) * np.array(photo.size), quad) >= 0.9
+    cut = rectify(artattr.load_image(jpeg, draft_size=DECODE_SIZE), located.crop)
+    np.testing.assert_allclose(located.probs["style"], predictor.run(cut, locate=False).probs["style"], atol=1e-5)
+    assert np.abs(located.probs["style"] - whole.probs["style"]).max() > 0.05  # the crop changes the answer
+    batch = predictor.run_batch([jpeg, cut], batch_size=1)
+    assert batch[0].crop is not None and np.allclose(batch[0].crop, located.crop)
+    assert all(o.crop is None for o in predictor.run_batch([jpeg, jpeg], locate=False))
+    for answers, want in ((predictor.predict(jpeg, top_k=1), located), (predictor.predict(jpeg, top_k=1, locate=False), whole),
+                          (predictor.predict_batch([jpeg], top_k=1)[0], located)):
+        assert answers["style"][0][1] == pytest.approx(float(want.probs["style"].max()), abs=1e-6)
+    not_locating = Predictor(predictor.model, predictor.config, predictor.model_dir, locate=False)
+    assert not_locating.run(jpeg).crop is None and not_locating.run(jpeg, locate=True).crop is not None
