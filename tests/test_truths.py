@@ -1535,5 +1535,6 @@ def test_predictor_finds_the_painting_where_it_was_placed(predictor, data_dir, v
     for answers, want in ((predictor.predict(jpeg, top_k=1), located), (predictor.predict(jpeg, top_k=1, locate=False), whole),
                           (predictor.predict_batch([jpeg], top_k=1)[0], located)):
         assert answers["style"][0][1] == pytest.approx(float(want.probs["style"].max()), abs=1e-6)
+    assert [len(a) for a in predictor.predict_batch([cut])[0].values()] == [5] * len(predictor.config.tasks)  # default top 5
     not_locating = Predictor(predictor.model, predictor.config, predictor.model_dir, locate=False)
     assert not_locating.run(jpeg).crop is None and not_locating.run(jpeg, locate=True).crop is not None
