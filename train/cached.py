@@ -37,6 +37,7 @@ from .args import ConfigError
 from .data import ImageRows, Row, Vocab
 from .dist import Dist
 from .feeds import Feed, epoch_gen, shard
+from .trust_views import wall_photo
 
 
 def lite_parts(model: nn.Module, k: int) -> tuple[nn.Module, nn.Module]:
@@ -50,8 +51,6 @@ def lite_parts(model: nn.Module, k: int) -> tuple[nn.Module, nn.Module]:
 def wall_photo_view(painting: Image.Image, i: int, seed: int = 0) -> Image.Image:
     """What the model gets from a phone photo of ``painting`` on a wall (row ``i``'s own, reproducible
     one): the painted surface the locator cuts out of it, or the whole photo when it finds none."""
-    from .trust_views import wall_photo
-
     return locate_painting(wall_photo(painting, np.random.default_rng((seed, i))))[0]
 
 
