@@ -297,10 +297,11 @@ def _scorer() -> tuple[list[tuple[np.ndarray, np.ndarray]], float]:
     return layers, float(fitted["threshold"])
 
 
-def score(features: np.ndarray) -> np.ndarray:
+def score(features: np.ndarray, layers: list | None = None) -> np.ndarray:
     """How much each candidate looks like the painted surface: its predicted IoU with it, to the 4th
-    power (fitted on synthetic wall photos vs clean scans and everyday photos)."""
-    layers, _ = _scorer()
+    power (fitted on synthetic wall photos vs clean scans and everyday photos). ``layers``: the
+    scorer's ``(weights, bias)`` pairs, by default the fitted ones (``train.fit_locate`` passes its own)."""
+    layers = _scorer()[0] if layers is None else layers
     x = features
     for i, (weights, bias) in enumerate(layers):
         x = x @ weights + bias

@@ -22,6 +22,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from artattr.locate import score
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -68,22 +70,14 @@ def fit_scorer(walls: list[tuple[np.ndarray, np.ndarray]], negatives: list[np.nd
     return layers, threshold
 
 
-def logits(layers: list, features: np.ndarray) -> np.ndarray:
-    x = features
-    for i, (w, b) in enumerate(layers):
-        x = x @ w + b
-        x = np.maximum(x, 0) if i < len(layers) - 1 else x
-    return x[:, 0]
-
-
 def best_score(layers: list, features: np.ndarray) -> float:
-    return float(logits(layers, features).max()) if len(features) else -np.inf
+    return float(score(features, layers).max()) if len(features) else -np.inf
 
 
 def report(layers: list, threshold: float, walls: list[tuple[np.ndarray, np.ndarray]],
            clean: list[np.ndarray], photos: list[np.ndarray]) -> dict:
     """Share of wall photos cropped right (IoU >= 0.9), of clean scans and photos500 cropped at all."""
-    right = [len(f) > 0 and best_score(layers, f) >= threshold and ious[int(np.argmax(logits(layers, f)))] >= 0.9
+    right = [len(f) > 0 and best_score(layers, f) >= threshold and ious[int(np.argmax(score(f, layers)))] >= 0.9
              for f, ious in walls]
     return {"walls_right": float(np.mean(right)),
             "walls_reachable": float(np.mean([len(ious) > 0 and ious.max() >= 0.9 for _, ious in walls])),
