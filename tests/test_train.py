@@ -296,9 +296,10 @@ def test_wall_photos_replace_the_scan_in_their_share_of_samples(tiny_data, tmp_p
         cache = next(tmp_path.iterdir())
         train, photos = torch.load(cache / "train.pt"), cache / "wall_photos_3.pt"
         assert photos.is_file() == bool(share)
+        photo_feats = torch.load(photos)["feats"] if share else None
         for x, idx, ok in feed.batches(0, True):
             if share:
-                assert torch.equal(x, torch.load(photos)["feats"][idx])
+                assert torch.equal(x, photo_feats[idx])
             else:
                 scan, mirror = train["feats"][idx], train["flips"][idx]
                 assert all(torch.equal(a, b) or torch.equal(a, c) for a, b, c in zip(x, scan, mirror))
