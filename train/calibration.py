@@ -6,14 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.special import softmax
 
 from artattr.output import recalibrate
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = logits / temperature
-    z = np.exp(z - z.max(1, keepdims=True))
-    return z / z.sum(1, keepdims=True)
 
 
 def ece(probs: np.ndarray, targets: np.ndarray) -> float:
@@ -37,14 +32,14 @@ def fit_calibration(logits: np.ndarray, targets: np.ndarray) -> tuple[float, lis
 
     keep = targets >= 0
     temp = fit_temperature(torch.from_numpy(logits), torch.from_numpy(targets))
-    p = softmax(logits[keep], temp)
+    p = softmax(logits[keep] / temp, axis=1)
     iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p.max(1), p.argmax(1) == targets[keep])
     xs = np.linspace(0.0, 1.0, round(1 / CURVE_STEP) + 1)
     return temp, [xs.tolist(), iso.predict(xs).tolist()]
 
 
 def calibrated(logits: np.ndarray, temp: float, curve: list[list[float]]) -> np.ndarray:
-    return recalibrate(softmax(logits, temp), curve)
+    return recalibrate(softmax(logits / temp, axis=1), curve)
 
 
 def answer_threshold(conf: np.ndarray, correct: np.ndarray, target: float) -> float:
