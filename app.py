@@ -40,6 +40,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 import artattr  # noqa: E402
 from artattr import embed  # noqa: E402
 from artattr.config import TASKS  # noqa: E402
+from artattr.embed.plot import TOOLBAR_HEIGHT  # noqa: E402
 from artattr.locate import DECODE_SIZE, rectify  # noqa: E402
 from artattr.overlay import overlay  # noqa: E402
 
@@ -403,7 +404,7 @@ def explore(state: Upload | None, model_id: str, view: str, color_by: str, scree
 def _plot_height(screen_width: float | None) -> int:
     """The explorer's height. plotly draws a 3-D scene in proportion to its height, whatever its
     width: the plot is as tall as the sphere needs to span ~85 % of the plot's width without being cut
-    off, plus the legend below it: 3, 6 or 12 rows for 5, 2 or 1 names a row. The plot's width follows
+    off, plus plotly's toolbar above it and the legend below it: 3, 6 or 12 rows for 5, 2 or 1 names a row. The plot's width follows
     the layout."""
     if not isinstance(screen_width, (int, float)) or screen_width < 200:
         return PLOT_HEIGHT
@@ -411,7 +412,7 @@ def _plot_height(screen_width: float | None) -> int:
     controls, plot = EXPLORER_MIN_WIDTHS
     width = page if page < controls + plot + 16 else page - 16 - max(controls, (page - 16) / 3)  # stacked / side by side
     legend = 70 if width >= 500 else 130 if width >= 320 else 210
-    return min(PLOT_HEIGHT, round(0.9 * width) + legend)
+    return min(PLOT_HEIGHT, round(0.9 * width) + legend + TOOLBAR_HEIGHT)
 
 
 def similar(state: Upload | None, model_id: str):

@@ -158,6 +158,11 @@ def test_names_about_explorer_and_phone_layout(tmp_path, predictor, val_rows, da
                 assert drawn[2] - drawn[0] >= 0.7 * panel["width"], (drawn, panel)
                 legend = page.locator("#explorer .legend").first.bounding_box()
                 assert legend["y"] >= box["y"] + drawn[3] - 2, "the legend covers the sphere"
+                scene.hover()  # plotly shows its toolbar while the pointer is over the plot
+                toolbar = page.locator("#explorer .modebar").first
+                expect(toolbar).to_be_visible(timeout=TIMEOUT_MS)
+                bar = toolbar.bounding_box()
+                assert bar["y"] + bar["height"] <= box["y"] + drawn[1] + 2, "plotly's toolbar covers the sphere"
                 if name == "phone":
                     assert page.evaluate("() => document.documentElement.scrollWidth") <= width, "horizontal overflow"
                 page.screenshot(path=str(artifacts / f"app-{name}.png"), full_page=True)
