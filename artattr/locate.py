@@ -7,7 +7,8 @@ the painted surface and rectifies mild perspective, so the model sees what it wa
 How: :func:`candidates` proposes quads from long near-horizontal and near-vertical lines (Canny
 edges + Hough transform on a ~320 px copy) and measures each (edge support per side, smoothness just
 outside and inside, colour contrast across the sides, how the colours inside differ from those
-outside, area, distance from the border, nesting in or around a frame-like quad). A small neural
+outside, how busy with edges it is inside and outside, area, distance from the border, nesting in or
+around a frame-like quad). A small neural
 network fitted on synthetic wall photos against clean scans and everyday photos (``python -m train
 locate`` → ``artattr/locate.json``) predicts each quad's overlap with the painted surface; the best
 quad is the painted surface if its score clears a threshold set so that ~1.5 % of clean scans it
@@ -35,6 +36,10 @@ WORK_SIZE = 320
 DECODE_SIZE = 384
 #: A quad is a candidate when edges run along at least this fraction of each of its sides.
 MIN_SUPPORT = 0.35
+#: Canny's hysteresis thresholds (gradient magnitude of the blurred RGB copy): low, so that a dark
+#: painting in a dark frame or a pale one on a pale mat still shows its edge (the Hough vote keeps
+#: clutter from becoming lines).
+CANNY = (15, 45)
 #: Candidates scored per image, those with the best-supported sides first (bounds the time).
 MAX_CANDIDATES = 150
 #: Lines tilted more than this (degrees) are not a frame seen by someone facing the painting.
@@ -209,6 +214,20 @@ def _palettes(pixels: np.ndarray, quads: np.ndarray, side: int = 40, bins: int =
     return distance, entropy
 
 
+def _edge_density(edges: np.ndarray, quads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per quad: the share of edge pixels inside it and outside it. A painting is busy and the frame
+    and wall around it are mostly plain; a rectangle within a scan has as busy a painting outside as in."""
+    cv2 = _cv2()
+    h, w = edges.shape
+    table = cv2.integral((edges > 0).astype(np.uint8), sdepth=cv2.CV_32S)
+    mid = (quads + np.roll(quads, -1, axis=1)) / 2  # the quad as the box through its side midpoints
+    top, bottom = (np.clip(np.round(mid[:, k, 1]), 0, h).astype(int) for k in (0, 2))
+    left, right = (np.clip(np.round(mid[:, k, 0]), 0, w).astype(int) for k in (3, 1))
+    inside = (table[bottom, right] - table[top, right] - table[bottom, left] + table[top, left]).astype(np.float64)
+    area = np.maximum((bottom - top) * (right - left), 1)
+    return inside / area, (table[-1, -1] - inside) / np.maximum(w * h - area, 1)
+
+
 def _frames(quads: np.ndarray, support: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per quad: the best support of a quad around it, and of a quad inside it, whose margins to it are
     those of a frame or mat (all four about equal, at most 30 % of the outer quad's shorter side)."""
@@ -227,7 +246,7 @@ def _frames(quads: np.ndarray, support: np.ndarray) -> tuple[np.ndarray, np.ndar
 #: What :func:`candidates` measures of each quad, in this order (``artattr/locate.json`` weighs them).
 FEATURES = ("support_min", "support_mean", "rough_out_max", "rough_out_mean", "rough_in_mean", "contrast_min",
             "contrast_mean", "area", "border_margin", "inside_frame", "is_frame", "outside_spread",
-            "palette_distance", "outside_entropy")
+            "palette_distance", "outside_entropy", "edges_in", "edges_out")
 
 
 def candidates(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
@@ -240,7 +259,8 @@ def candidates(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
     picture is just outside it (a frame, mat or wall) and inside it (the painting); how much the
     colour changes across it and how much the colour just outside differs between the four sides (a
     frame, mat or wall is one colour all round); how different the colours inside and outside it are
-    and how varied the outside is; its area and distance from the image border; and whether it sits inside
+    and how varied the outside is; the share of edge pixels inside and outside it (a painting is busy, a
+    frame and wall plain); its area and distance from the image border; and whether it sits inside
     a frame-like quad or has one inside it (then it is a frame's outer edge, not the painting).
     """
     cv2 = _cv2()
@@ -253,7 +273,7 @@ def candidates(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
     if scale < 1:
         pixels = cv2.resize(pixels, (w, h), interpolation=cv2.INTER_AREA)
     pixels = cv2.GaussianBlur(pixels, (0, 0), 1.0)
-    edges = cv2.Canny(pixels, 30, 90, L2gradient=True)
+    edges = cv2.Canny(pixels, *CANNY, L2gradient=True)
     gray = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY).astype(np.float32)
     gx, gy = cv2.absdiff(cv2.Sobel(gray, cv2.CV_32F, 1, 0), 0), cv2.absdiff(cv2.Sobel(gray, cv2.CV_32F, 0, 1), 0)
     edges_h = cv2.bitwise_and(edges, cv2.compare(gy, gx, cv2.CMP_GT))  # edges running left-right
@@ -278,10 +298,12 @@ def candidates(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
                         np.minimum(quads[..., 1].min(axis=1), h - quads[..., 1].max(axis=1))) / min(w, h)
     inside_frame, is_frame = _frames(quads, support.min(axis=1))
     distance, entropy = _palettes(pixels, quads)
+    edges_in, edges_out = _edge_density(edges, quads)
     features = np.stack([support.min(axis=1), support.mean(axis=1), np.log1p(rough_out.max(axis=1)),
                          np.log1p(rough_out.mean(axis=1)), np.log1p(rough_in.mean(axis=1)),
                          np.log1p(contrast.min(axis=1)), np.log1p(contrast.mean(axis=1)),
-                         _area(quads) / (w * h), border, inside_frame, is_frame, np.log1p(spread), distance, entropy], axis=1)
+                         _area(quads) / (w * h), border, inside_frame, is_frame, np.log1p(spread), distance, entropy,
+                         edges_in, edges_out], axis=1)
     return quads / np.array([w, h]), features
 
 
