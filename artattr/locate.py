@@ -191,6 +191,18 @@ def _area(quads: np.ndarray) -> np.ndarray:
     return 0.5 * np.abs((x * np.roll(y, -1, axis=-1) - np.roll(x, -1, axis=-1) * y).sum(axis=-1))
 
 
+def _box_sums(table: np.ndarray, quads: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per quad (pixels of a ``width`` x ``height`` image): the sum over the box through its side
+    midpoints read from ``table``, the summed-area table (``cv2.integral``) of a copy of that image at
+    any size, and the box's area in that copy's pixels."""
+    th, tw = table.shape[0] - 1, table.shape[1] - 1
+    mid = (quads + np.roll(quads, -1, axis=1)) / 2
+    top, bottom = (np.clip(np.round(mid[:, k, 1] * th / height), 0, th).astype(int) for k in (0, 2))
+    left, right = (np.clip(np.round(mid[:, k, 0] * tw / width), 0, tw).astype(int) for k in (3, 1))
+    sums = table[bottom, right] - table[top, right] - table[bottom, left] + table[top, left]
+    return sums, (bottom - top) * (right - left)
+
+
 def _palettes(pixels: np.ndarray, quads: np.ndarray, side: int = 40, bins: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """Per quad: how different the colours inside it are from those outside it (total variation
     distance of coarse colour histograms, 0..1), and how varied the outside is (entropy of its
@@ -202,10 +214,7 @@ def _palettes(pixels: np.ndarray, quads: np.ndarray, side: int = 40, bins: int =
     thumb = cv2.resize(pixels, (sw, sh), interpolation=cv2.INTER_AREA).reshape(-1, 3).astype(int) * bins // 256
     onehot = np.eye(bins ** 3, dtype=np.uint8)[(thumb[:, 0] * bins + thumb[:, 1]) * bins + thumb[:, 2]].reshape(sh, sw, -1)
     table = cv2.integral(onehot, sdepth=cv2.CV_32S)  # summed-area table: a box's histogram is four lookups
-    mid = (quads + np.roll(quads, -1, axis=1)) / 2  # the quad as the box through its side midpoints
-    top, bottom = (np.clip(np.round(mid[:, k, 1] * sh / h), 0, sh).astype(int) for k in (0, 2))
-    left, right = (np.clip(np.round(mid[:, k, 0] * sw / w), 0, sw).astype(int) for k in (3, 1))
-    hist_in = (table[bottom, right] - table[top, right] - table[bottom, left] + table[top, left]).astype(np.float64)
+    hist_in = _box_sums(table, quads, w, h)[0].astype(np.float64)
     hist_out = table[-1, -1] - hist_in
     hist_in /= np.maximum(hist_in.sum(axis=1, keepdims=True), 1)
     hist_out /= np.maximum(hist_out.sum(axis=1, keepdims=True), 1)
@@ -220,11 +229,8 @@ def _edge_density(edges: np.ndarray, quads: np.ndarray) -> tuple[np.ndarray, np.
     cv2 = _cv2()
     h, w = edges.shape
     table = cv2.integral((edges > 0).astype(np.uint8), sdepth=cv2.CV_32S)
-    mid = (quads + np.roll(quads, -1, axis=1)) / 2  # the quad as the box through its side midpoints
-    top, bottom = (np.clip(np.round(mid[:, k, 1]), 0, h).astype(int) for k in (0, 2))
-    left, right = (np.clip(np.round(mid[:, k, 0]), 0, w).astype(int) for k in (3, 1))
-    inside = (table[bottom, right] - table[top, right] - table[bottom, left] + table[top, left]).astype(np.float64)
-    area = np.maximum((bottom - top) * (right - left), 1)
+    inside, area = _box_sums(table, quads, w, h)
+    area = np.maximum(area, 1)
     return inside / area, (table[-1, -1] - inside) / np.maximum(w * h - area, 1)
 
 
