@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
@@ -163,6 +164,7 @@ def predict(args: argparse.Namespace) -> int:
     from .config import CheckpointError, read_config
     from .hub import resolve
 
+    started = time.monotonic()
     paths = list(find_images(args.paths, args.recursive))
     if not paths:
         print("error: no images found" + ("" if args.recursive else " (use --recursive for subfolders)"), file=sys.stderr)
@@ -205,8 +207,8 @@ def predict(args: argparse.Namespace) -> int:
         results.close()  # stops the decoding processes when writing failed or was interrupted
         if out is not sys.stdout:
             out.close()
-    print(f"{len(paths) - failed} of {len(paths)} images done" + (f", {failed} skipped (unreadable)" if failed else ""),
-          file=sys.stderr)
+    print(f"{len(paths) - failed} of {len(paths)} images done" + (f", {failed} skipped (unreadable)" if failed else "")
+          + f" in {time.monotonic() - started:.1f} s, start-up included", file=sys.stderr)
     return 1 if failed else 0
 
 
