@@ -115,7 +115,7 @@ def run_batches(model, paths: list[Path], batch_size: int = BATCH_SIZE, locate: 
     from .hub import resolve
     from .preprocess import Preprocess
 
-    workers = os.cpu_count() or 1
+    workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # cores we may use
     directory = None if hasattr(model, "forward_batch") else resolve(model)
     preprocess = model.preprocess if directory is None else Preprocess.from_config(read_config(directory))
     ahead = max(2 * workers, (256 << 20) // (batch_size * 3 * preprocess.size ** 2))  # ~256 MB of pixels
