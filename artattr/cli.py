@@ -14,7 +14,9 @@ import csv
 import itertools
 import json
 import os
+import signal
 import sys
+import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
@@ -86,6 +88,13 @@ def decode_batch(preprocess, paths: list[Path], locate: bool) -> list[tuple]:
     return decoded
 
 
+def _start_decoder() -> None:
+    """A decoding process runs below the forward passes in priority, and leaves Ctrl-C to the main
+    process (which stops the pool) instead of printing a traceback of its own."""
+    os.nice(10)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def run_batches(model, paths: list[Path], batch_size: int = BATCH_SIZE, locate: bool = True):
     """Yield ``(path, output, None)`` or ``(path, None, message)`` in input order. ``model``: a loaded
     :class:`artattr.Predictor`, or what :func:`artattr.load` takes (then loaded while the first batches
@@ -93,7 +102,8 @@ def run_batches(model, paths: list[Path], batch_size: int = BATCH_SIZE, locate: 
 
     Decoding and finding the painting (~6 ms of CPU per image, mostly Python between OpenCV calls)
     run in a pool of processes, one per core, started before torch is imported and decoding well
-    ahead, at a lower priority so that loading the model and then the forward passes come first.
+    ahead, at a lower priority so that loading the model and then the forward passes come first
+    (they still get every cycle those leave).
     The forward passes run side by side, one per core, each on one torch thread: this small model
     scales badly across threads (15.5 ms of CPU per image on one, ~23 ms on two). Torch's thread
     count is process-wide, so it is set for the run and restored after. As with any code starting
@@ -105,13 +115,13 @@ def run_batches(model, paths: list[Path], batch_size: int = BATCH_SIZE, locate: 
     from .hub import resolve
     from .preprocess import Preprocess
 
-    workers = os.cpu_count() or 1
+    workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # cores we may use
     directory = None if hasattr(model, "forward_batch") else resolve(model)
     preprocess = model.preprocess if directory is None else Preprocess.from_config(read_config(directory))
     ahead = max(2 * workers, (256 << 20) // (batch_size * 3 * preprocess.size ** 2))  # ~256 MB of pixels
     batches = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
     decoders = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"),
-                                   initializer=os.nice, initargs=(10,))
+                                   initializer=_start_decoder)
     try:
         decoding = deque(decoders.submit(decode_batch, preprocess, batch, locate) for batch in batches[:ahead])
         predictor = model if directory is None else load(directory)
@@ -154,6 +164,7 @@ def predict(args: argparse.Namespace) -> int:
     from .config import CheckpointError, read_config
     from .hub import resolve
 
+    started = time.monotonic()
     paths = list(find_images(args.paths, args.recursive))
     if not paths:
         print("error: no images found" + ("" if args.recursive else " (use --recursive for subfolders)"), file=sys.stderr)
@@ -193,10 +204,11 @@ def predict(args: argparse.Namespace) -> int:
                     bar.write(text(rec), file=out)
                 out.flush()
     finally:
+        results.close()  # stops the decoding processes when writing failed or was interrupted
         if out is not sys.stdout:
             out.close()
-    print(f"{len(paths) - failed} of {len(paths)} images done" + (f", {failed} skipped (unreadable)" if failed else ""),
-          file=sys.stderr)
+    print(f"{len(paths) - failed} of {len(paths)} images done" + (f", {failed} skipped (unreadable)" if failed else "")
+          + f" in {time.monotonic() - started:.1f} s, start-up included", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -224,4 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.top_k < 1 or args.batch_size < 1:
         parser.error("--top-k and --batch-size must be at least 1")
-    return predict(args)
+    try:
+        return predict(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

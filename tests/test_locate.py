@@ -216,6 +216,28 @@ def test_app_analyses_the_detected_painting_or_the_whole_image(painting, tmp_pat
         app.models.close()
 
 
+def test_cli_batches_stream_answers_as_they_come(predictor, painting_paths):
+    """The pipeline answers a few batches ahead of what was read, not the whole collection first: when
+    the first answer comes out, at most one forward pass per core plus one more has started (memory
+    stays bounded and answers stream); by the end, one pass per batch."""
+    import os
+
+    from artattr.cli import run_batches
+
+    class Counting:  # the session predictor, counting its forward passes
+        preprocess, normalise, passes = predictor.preprocess, predictor.normalise, 0
+
+        def forward_batch(self, batch):
+            self.passes += 1
+            return predictor.forward_batch(batch)
+
+    model = Counting()
+    results = run_batches(model, [painting_paths[0]] * 40, batch_size=2, locate=False)
+    next(results)
+    assert model.passes <= len(os.sched_getaffinity(0)) + 2
+    assert len(list(results)) == 39 and model.passes == 20
+
+
 @pytest.mark.parametrize("locate, loaded", [(True, True), (False, True), (True, False)])
 def test_cli_batches_give_each_file_its_own_answer(predictor, painting_paths, bad_files, tmp_path, locate, loaded):
     """The CLI's pipeline (decoding processes, forward passes side by side on one torch thread each)
