@@ -6,8 +6,10 @@ Everything here is cheap (tiny hand-built models, a few real paintings, the sess
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import os
 import re
 import struct
 import types
@@ -893,7 +895,9 @@ def test_a_failed_save_keeps_the_last_good_checkpoint_and_the_next_one_cleans_up
     writer left and the old version are gone)."""
     folder, model = saved
     parent = folder.parent
-    (parent / ".ckpt.leftover").mkdir()  # what a killed writer left
+    (parent / ".ckpt.leftover").mkdir()  # what a killed writer left: a version folder, a file, its link
+    (parent / ".ckpt.partial").write_bytes(b"half a file")
+    (parent / ".ckpt.leftover.link").symlink_to(".ckpt.leftover", target_is_directory=True)
     (folder / "notes.txt").write_text("mine")
     config = artattr.read_config(folder)
     with pytest.raises(FileNotFoundError):
@@ -909,6 +913,18 @@ def test_a_failed_save_keeps_the_last_good_checkpoint_and_the_next_one_cleans_up
     assert folder.resolve().name.startswith(".ckpt.")
     for p in [folder.resolve(), *folder.resolve().rglob("*")]:  # shared: world-readable, folders enterable
         assert p.stat().st_mode & 0o777 == (0o755 if p.is_dir() else 0o644), p
+
+
+def test_a_failed_swap_reports_the_systems_reason_and_cleanup_tolerates_a_vanished_entry(tmp_path, monkeypatch):
+    """``renameat2`` of paths that do not exist fails with ENOENT: the error carries that errno and its
+    text. And a stale entry another saver deleted between the check and the unlink is no error."""
+    from artattr.checkpoint import _exchange, _remove
+
+    with pytest.raises(OSError) as err:
+        _exchange(tmp_path / "a", tmp_path / "b")
+    assert err.value.errno == errno.ENOENT and os.strerror(errno.ENOENT) in str(err.value)
+    monkeypatch.setattr(Path, "is_symlink", lambda self: True)  # it was there a moment ago
+    _remove(tmp_path / "gone")
 
 
 def test_save_writes_card_metadata_and_extra_folders(saved, tmp_path):
