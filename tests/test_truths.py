@@ -534,8 +534,9 @@ def test_task_loss_skips_unlabelled_tasks_and_weights_classes_tasks_and_arcface(
     assert TaskLoss(args, Vocab({"style": ["a", "b", "c"]}), one)(out, one, no_arcface)[0].item() == pytest.approx(zero_ce, rel=1e-5)
 
     # Objective: the net's outputs and the criterion's loss on them, in one module
-    loss2, plain2, out2 = Objective(nn.Identity(), criterion, nn.Identity())(out, y)  # nn.Identity: no ArcFace
-    assert out2 is out and loss2.item() == pytest.approx(plain_ce, rel=1e-5) and plain2.item() == pytest.approx(plain_ce, rel=1e-5)
+    loss2, plain2, out2 = Objective(nn.Identity(), criterion, model)(out, y)  # ArcFace comes from the model given
+    assert out2 is out and loss2.item() == pytest.approx(plain_ce + 0.25 * arc, rel=1e-5)
+    assert plain2.item() == pytest.approx(plain_ce, rel=1e-5)
 
 
 def test_temperature_is_kept_between_a_twentieth_and_twenty():
@@ -1316,6 +1317,41 @@ def test_gallery_file_names_the_weights_by_their_sha256_and_refuses_newer_format
     assert Gallery.load(tmp_path) is not None
     (folder / "meta.json").unlink()
     assert Gallery.load(tmp_path) is None
+
+
+def test_gallery_top_k_is_exact_for_every_k_and_places_what_callers_hand_it(tmp_path):
+    """Search = numpy's full sort of the cosines for every k up to 12 (a partial sort one place short
+    passes a 3-of-4 check); a (1, D) query row and an ``Output``'s own sphere are taken as they come; a
+    one-painting gallery places an upload on that painting; ``nearest`` gives 8 by default; an RGBA
+    thumbnail comes back RGB; a gallery saved again over itself, its coordinates stored as float32."""
+    from artattr.embed import Gallery, nearest
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(300, 4)).astype(np.float32)  # more than 256: numpy's argpartition sorts fewer in full
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    q = rng.normal(size=4)
+    buf = io.BytesIO()
+    Image.new("RGBA", (2, 2), (255, 0, 0, 128)).save(buf, format="WEBP", lossless=True)
+    g = Gallery(embedding=emb, coords={"sphere": emb[:, :3].astype(np.float64), "umap": emb[:, 1:].astype(np.float64)},
+                labels={}, names={}, paths=[f"x_p-{i}.jpg" for i in range(300)], thumbs=[buf.getvalue()] * 300)
+    cos = emb.astype(np.float64) @ q / np.linalg.norm(q)
+    for k in range(1, 13):
+        idx, sims = g.search(q, k)
+        assert idx.tolist() == np.argsort(-cos)[:k].tolist(), k
+        np.testing.assert_allclose(sims, np.sort(cos)[::-1][:k], atol=1e-6)
+    assert g.search(q[None], 3)[0].tolist() == np.argsort(-cos)[:3].tolist()  # a batch of one
+    assert [n.index for n in nearest(g, q)] == np.argsort(-cos)[:8].tolist()
+    assert g.thumbnail(0).mode == "RGB"
+    out = Output(probs={}, embedding=q, sphere=np.array([0.0, 3, 4]))
+    np.testing.assert_allclose(g.place(out)["sphere"], [0, 0.6, 0.8], atol=1e-6)  # the Output's own sphere
+    assert g.place(q, sphere=np.array([[0.0, 3, 4]]))["sphere"].shape == (3,)
+    one = Gallery(embedding=emb[:1], coords={"umap": np.array([[1.0, 2, 3]])}, labels={}, names={}, paths=["x_a.jpg"],
+                  thumbs=[buf.getvalue()])
+    np.testing.assert_allclose(one.place(q)["umap"], [1, 2, 3])
+    save_file({"backbone.w": np.zeros(2, np.float32)}, tmp_path / "model.safetensors")
+    g.save(tmp_path)
+    with np.load(g.save(tmp_path) / "gallery.npz") as z:  # again, over the first
+        assert z["coords_sphere"].dtype == z["coords_umap"].dtype == np.float32
 
 
 @pytest.mark.parametrize("path, expected", [
