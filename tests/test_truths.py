@@ -13,6 +13,7 @@ import os
 import re
 import struct
 import types
+import warnings
 import zlib
 from pathlib import Path
 
@@ -214,6 +215,11 @@ def test_training_images_are_normalised_with_the_models_mean_and_std(tmp_path):
     (tmp_path / "b.png").write_bytes(b"not a picture")  # unreadable: flagged, and no label is trained on it
     x, y, ok = ImageRows([Row(path=str(tmp_path / "b.png"), labels=rows[0].labels)], vocab, 8, IMAGENET_MEAN, IMAGENET_STD)[0]
     assert not ok and y == {"style": -1, "genre": -1, "artist": -1} and not x.any()
+    # other mean and std, and a view that shows the model another picture (a green one) instead
+    x, _, ok = ImageRows(rows, vocab, 8, (0.1, 0.2, 0.3), (0.5, 0.6, 0.7),
+                         view=lambda image, i: Image.new("RGB", image.size, (0, 255, 0)))[0]
+    assert ok
+    np.testing.assert_allclose(x[:, 4, 4].numpy(), [(0 - 0.1) / 0.5, (1 - 0.2) / 0.6, (0 - 0.3) / 0.7], atol=1e-5)
 
 
 def test_center_crop_keeps_the_central_square():
@@ -312,6 +318,9 @@ def test_temperature_fit_recovers_a_known_scale():
     both = fit_temperature(torch.cat([z * 3, junk]), torch.cat([y, torch.full((500,), -1)]))
     assert both == pytest.approx(fit_temperature(z * 3, y), rel=1e-4)
     assert fit_temperature(z, torch.full((4000,), -1)) == 1.0
+    # every label class 0, right 3 times in 4 with margin 1: calibrated when sigmoid(1 / T) = 3/4, T = 1 / ln 3
+    margin = torch.tensor([[1.0, 0.0]] * 3 + [[0.0, 1.0]])
+    assert fit_temperature(margin, torch.zeros(4, dtype=torch.long)) == pytest.approx(1 / np.log(3), rel=5e-3)
 
 
 def test_ece_accuracy_and_f1_on_a_hand_worked_example():
@@ -337,6 +346,20 @@ def test_ece_accuracy_and_f1_on_a_hand_worked_example():
     # one class present (rows 0 and 4, both class 0; predicted 0 and 1): F1 over the present class only
     one = task_metrics(probs[[0, 4]], np.array([0, 0]))
     assert one["top1"] == one["balanced_acc"] == 0.5 and one["macro_f1"] == pytest.approx(2 / 3)
+
+
+def test_ece_bins_are_fifteenths_with_the_last_one_closed():
+    """Confidences 0.9 and 0.92 (both right) share bin 13 (13.5 and 13.8 fifteenths), 0.97 (right) and
+    1.0 (wrong) share bin 14, the last, which holds 1.0: ECE = 1/2 * |1 - 0.91| + 1/2 * |0.5 - 0.985|
+    = 0.2875 (one bin per row would give 0.3025, a sixteenth-wide grid 0.1975). Two classes present:
+    balanced accuracy (1 + 0) / 2, not the 3/4 accuracy; one class present: its accuracy."""
+    from train.metrics import task_metrics
+
+    probs = np.array([[0.9, 0.05, 0.05], [0.92, 0.04, 0.04], [0.97, 0.02, 0.01], [1.0, 0.0, 0.0]])
+    m = task_metrics(probs, np.array([0, 0, 0, 1]))
+    assert m["ece"] == pytest.approx(0.2875) and m["top1"] == 0.75 and m["balanced_acc"] == 0.5
+    assert task_metrics(probs[:3], np.array([0, 0, 1]))["balanced_acc"] == 0.5  # recall 1 and 0
+    assert task_metrics(probs[:3], np.array([0, 0, 0]))["balanced_acc"] == 1.0
 
 
 def test_artist_known_scores_only_known_artists():
@@ -426,7 +449,7 @@ def test_vocab_is_built_from_training_rows_and_masks_missing_labels():
         return Row(path="p", labels={"style": style, "genre": genre, "artist": artist})
 
     train = [row("b", "g1", "monet")] * 3 + [row("a", "", "rare")] + [row("a", "g2", "monet")]
-    vocab = Vocab.build(train, min_artist_images=3)
+    vocab = Vocab.build(train, min_artist_images=4)  # monet has exactly 4: kept
     assert vocab.labels == {"style": ["a", "b"], "genre": ["g1", "g2"], "artist": ["monet", "other"]}
     assert vocab.unknown == {"artist": "other"}
     assert vocab.encode(row("b", "", "rare")) == {"style": 1, "genre": MISSING, "artist": 1}
@@ -434,6 +457,7 @@ def test_vocab_is_built_from_training_rows_and_masks_missing_labels():
     assert vocab.encode(Row(path="p", labels={"style": "a"})) == {"style": 0, "genre": MISSING, "artist": MISSING}
     targets = vocab.targets([row("a", "g1", "monet"), row("b", "", "nobody")])
     assert {t: v.tolist() for t, v in targets.items()} == {"style": [0, 1], "genre": [0, -1], "artist": [0, 1]}
+    assert Vocab.build([row("a", "", "x")] * 50 + [row("a", "", "y")] * 49).labels["artist"] == ["x", "other"]  # 50 by default
 
 
 def test_masked_loss_is_cross_entropy_over_the_known_rows():
@@ -526,6 +550,13 @@ def test_task_loss_skips_unlabelled_tasks_and_weights_classes_tasks_and_arcface(
     no_style = {"genre": torch.tensor([0, 1, 1, 0]), "style": torch.full((4,), -1)}
     genre_ce = float(torch.nn.functional.cross_entropy(out["genre"], no_style["genre"]))
     assert criterion(out, no_style, model)[0].item() == pytest.approx(genre_ce, rel=1e-5)  # no ArcFace term
+    zeros = {"genre": torch.full((4,), -1), "style": torch.tensor([0, -1, 0, -1])}  # labelled, all class 0
+    style0 = -np.mean([logp[i, 0] for i in (0, 2)])
+    arc0 = -np.mean([arc_logp[i, 0] for i in (0, 2)])
+    assert criterion(out, zeros, model)[0].item() == pytest.approx(style0 + 0.25 * arc0, rel=1e-5)
+    # the class weights are recomputed from the data on resume, never read from a resume file
+    args = make_args({"loss_weighting": "uncertainty", "class_weight_power": 1.0})
+    assert set(TaskLoss(args, vocab, y).state_dict()) == {"log_vars.genre", "log_vars.style"}
 
     # a model with one task, whose only labels are class 0
     one = {"style": torch.tensor([0, -1, 0, -1])}
@@ -1101,7 +1132,7 @@ def test_the_default_split_is_the_csvs_own_column():
     assert [r.path for r in train] == ["0", "2"] and [r.path for r in val] == ["1", "4"]
 
 
-def test_a_saved_datasets_table_keeps_its_splits_labels_and_image_bytes(tmp_path, painting_paths):
+def test_a_saved_datasets_table_keeps_its_splits_labels_and_image_bytes(tmp_path, painting_paths, monkeypatch):
     """``hf:`` on a ``save_to_disk`` folder (huggan/wikiart's layout): label names from the ClassLabel
     features written here, "Unknown ..." = missing, ``validation`` read as ``val``, one split picked by
     ``:SPLIT``, and each row's image the original file's bytes."""
@@ -1140,6 +1171,14 @@ def test_a_saved_datasets_table_keeps_its_splits_labels_and_image_bytes(tmp_path
         {"style": "", "genre": "" if r[1] == 1 else names["genre"][r[1]], "artist": ""} for r in splits["train"]]
     with pytest.raises(ValueError, match="no split 'test'"):
         hf_rows(f"{spec}:test")
+    # read in place (memory-mapped from the folder given), not copied into load_dataset's cache
+    assert all(f["filename"].startswith(spec) for f in rows[0].table.cache_files)
+    # a table saved without splits, named relative to the working folder: its rows are "all"
+    datasets.Dataset.from_dict({"image": [str(painting_paths[0])], "style": [1]},
+                               features=datasets.Features({"image": datasets.Image(), "style": features["style"]})
+                               ).save_to_disk(str(tmp_path / "single"))
+    monkeypatch.chdir(tmp_path)
+    assert [(r.path, r.labels["style"], r.split) for r in hf_rows("single")] == [("hf:single/all#0", "Impressionism", "")]
     datasets.Dataset.from_dict({"style": [0]}, features=datasets.Features({"style": features["style"]})).save_to_disk(
         str(tmp_path / "no_image"))
     with pytest.raises(ValueError, match="'image' column"):
@@ -1224,6 +1263,8 @@ def test_gallery_search_place_and_round_trip(tmp_path):
     back = Gallery.load(tmp_path)
     assert back is not None and len(back) == 4 and back.meta["n"] == 4 and set(back.views) == {"sphere", "umap"}
     np.testing.assert_allclose(back.embedding, emb, atol=1e-3)
+    assert back.embedding.dtype == np.float32  # and unit length again after float16 rounding (0.6 -> 0.60009766)
+    np.testing.assert_allclose(np.linalg.norm(back.embedding, axis=1), 1, atol=1e-6)
     np.testing.assert_array_equal(back.coords["umap"], umap)
     assert back.labels["style"].tolist() == [0, 1, 1, -1] and back.names == g.names and back.paths == g.paths
     assert back.thumbs == thumbs
@@ -1293,6 +1334,7 @@ def test_gallery_file_names_the_weights_by_their_sha256_and_refuses_newer_format
     from artattr.embed import Gallery
 
     g = _three_paintings(display={"style": {"Pop_Art": "Pop art"}})
+    g.embedding[2] = 0  # a broken row stays a zero row, not NaN
     w = np.arange(6, dtype=np.float32).reshape(2, 3)
     save_file({"heads.w": w, "artwork.w": np.ones(2, np.float32)}, tmp_path / "model.safetensors")
     # the placing weights' names, dtypes, shapes and bytes; the refittable "not a painting" head is left out
@@ -1302,21 +1344,38 @@ def test_gallery_file_names_the_weights_by_their_sha256_and_refuses_newer_format
     folder = g.save(tmp_path)
     assert folder == tmp_path / "gallery" and sorted(p.name for p in folder.iterdir()) == ["gallery.npz", "meta.json"]
     meta = json.loads((folder / "meta.json").read_text())
-    assert meta == {"format_version": 1, "n": 3, "views": ["umap"], "weights_sha256": sha}
+    assert meta == {"format_version": 1, "n": 3, "views": ["umap"], "weights_sha256": sha} == g.meta
     with np.load(folder / "gallery.npz") as z:
         assert z["embedding"].dtype == np.float16 and z["labels_style"].dtype == np.int16
         assert z["thumb_offsets"].tolist() == [0, *np.cumsum([len(t) for t in g.thumbs]).tolist()]
     back = Gallery.load(tmp_path)
     assert back.display == {"style": {"Pop_Art": "Pop art"}} and back.thumbs == g.thumbs
     assert back.labels["genre"].tolist() == [0, -1, 1] and back.hover[1].endswith("<br>Pop art")
+    assert back.labels["genre"].dtype == np.int64 and back.embedding[2].tolist() == [0, 0, 0]
     assert Gallery.load(None) is None and Gallery.load(tmp_path / "elsewhere") is None
     (folder / "meta.json").write_text(json.dumps({**meta, "format_version": 2}))
-    with pytest.warns(UserWarning, match="unreadable gallery .format_version 2 is newer"):
+    with pytest.warns(UserWarning, match="unreadable gallery .format_version 2 is newer") as caught:
         assert Gallery.load(tmp_path) is None
-    (folder / "meta.json").write_text(json.dumps({**meta, "format_version": 1}))
-    assert Gallery.load(tmp_path) is not None
+    assert caught[0].filename == __file__  # the warning names the caller's line
+    (folder / "meta.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "format_version"}))
+    assert Gallery.load(tmp_path) is not None  # written before format_version existed: version 1
+    save_file({"heads.w": w + 1}, tmp_path / "model.safetensors")
+    with pytest.warns(UserWarning, match="built for other weights") as caught:
+        assert Gallery.load(tmp_path) is None
+    assert caught[0].filename == __file__
+    save_file({"heads.w": w}, tmp_path / "model.safetensors")
+    with np.load(folder / "gallery.npz") as z:  # no pickle: an object array in the file is refused
+        arrays = {k: z[k] for k in z.files} | {"paths": np.array(["a", "b", 3], dtype=object)}
+    np.savez(folder / "gallery.npz", **arrays)
+    with pytest.warns(UserWarning, match="unreadable gallery .Object arrays cannot be loaded"):
+        assert Gallery.load(tmp_path) is None
     (folder / "meta.json").unlink()
-    assert Gallery.load(tmp_path) is None
+    with warnings.catch_warnings():  # a gallery being written (one of its two files missing): quietly none
+        warnings.simplefilter("error")
+        assert Gallery.load(tmp_path) is None
+        (folder / "meta.json").write_text(json.dumps(meta))
+        (folder / "gallery.npz").unlink()
+        assert Gallery.load(tmp_path) is None
 
 
 def test_gallery_top_k_is_exact_for_every_k_and_places_what_callers_hand_it(tmp_path):
@@ -1361,6 +1420,8 @@ def test_gallery_top_k_is_exact_for_every_k_and_places_what_callers_hand_it(tmp_
     ("x_not-detected-227939.jpg", ("Untitled", "")),
     ("x_l-homme-a-la-guitare.jpg", ("L'homme a la Guitare", "")),
     ("x_1234-composition.jpg", ("1234 Composition", "")),
+    ("x_Xerxes-1929-.jpg", ("Xerxes", "1929")),                           # dashes, not letters, trimmed
+    ("claude-monet_.jpg", ("Untitled", "")),                                # no title words at all
 ])
 def test_titles_from_more_file_names(path, expected):
     from artattr.embed.gallery import title_from_path
