@@ -125,10 +125,13 @@ def test_arrays_in_every_layout_and_range():
     unit = np.array([[0.0, 0.5], [1.0, 0.25]])
     np.testing.assert_array_equal(np.asarray(load_image(unit))[..., 1], [[0, 127], [255, 63]])
     np.testing.assert_array_equal(np.asarray(load_image(np.array([[-1.0, 0.5], [2.0, 300.0]])))[..., 2], [[0, 0], [2, 255]])
+    np.testing.assert_array_equal(np.asarray(load_image(np.array([[0.0, 1.5]])))[..., 0], [[0, 1]])  # not [0, 1]: clipped
     np.testing.assert_array_equal(np.asarray(load_image(np.array([[7, 300], [0, 1]], dtype=np.int32)))[..., 0],
                                   [[7, 255], [0, 1]])
     rgb = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
     np.testing.assert_array_equal(np.asarray(load_image(rgb.transpose(2, 0, 1))), rgb)  # CHW -> HWC
+    rgba = np.concatenate([rgb, np.full((4, 5, 1), 255, np.uint8)], axis=2)  # opaque
+    np.testing.assert_array_equal(np.asarray(load_image(rgba.transpose(2, 0, 1))), rgb)  # 4×H×W -> H×W×4
     np.testing.assert_array_equal(np.asarray(load_image(rgb[..., :1])), np.repeat(rgb[..., :1], 3, axis=2))  # H×W×1
     np.testing.assert_array_equal(np.asarray(load_image(rgb[..., 0][None])), np.repeat(rgb[..., :1], 3, axis=2))  # 1×H×W
     three = np.arange(3 * 5 * 3, dtype=np.uint8).reshape(3, 5, 3)  # already H×W×3 with H = 3: left as it is

@@ -6,10 +6,12 @@ Everything here is cheap (tiny hand-built models, a few real paintings, the sess
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import io
 import json
 import os
+import random
 import re
 import struct
 import types
@@ -202,7 +204,7 @@ def test_imagenet_normalisation_of_a_constant_image_is_hand_computed():
 
 
 def test_training_images_are_normalised_with_the_models_mean_and_std(tmp_path):
-    from train.data import ImageRows, Row, Vocab
+    from train.data import DecodedRows, ImageRows, Row, Vocab
 
     Image.new("RGB", (20, 10), (200, 100, 50)).save(tmp_path / "a.png")
     rows = [Row(path=str(tmp_path / "a.png"), labels={"style": "s", "genre": "", "artist": "x"})]
@@ -212,12 +214,16 @@ def test_training_images_are_normalised_with_the_models_mean_and_std(tmp_path):
     want = [(200 / 255 - 0.485) / 0.229, (100 / 255 - 0.456) / 0.224, (50 / 255 - 0.406) / 0.225]
     np.testing.assert_allclose(x[:, 4, 4].numpy(), want, atol=1e-5)
     assert y == {"style": 0, "genre": -1, "artist": 0}
+    pixels, i, ok = DecodedRows(rows, 8)[0]  # before normalising: the decoded 8-bit colour
+    assert ok and i == 0 and pixels.dtype == torch.uint8 and pixels[:, 4, 4].tolist() == [200, 100, 50]
     (tmp_path / "b.png").write_bytes(b"not a picture")  # unreadable: flagged, and no label is trained on it
     x, y, ok = ImageRows([Row(path=str(tmp_path / "b.png"), labels=rows[0].labels)], vocab, 8, IMAGENET_MEAN, IMAGENET_STD)[0]
     assert not ok and y == {"style": -1, "genre": -1, "artist": -1} and not x.any()
+    pixels, i, ok = DecodedRows([Row(path=str(tmp_path / "b.png"), labels={})], 8)[0]  # batched with good ones: uint8
+    assert not ok and pixels.dtype == torch.uint8 and pixels.shape == (3, 8, 8) and not pixels.any()
     # other mean and std, and a view that shows the model another picture (a green one) instead
     x, _, ok = ImageRows(rows, vocab, 8, (0.1, 0.2, 0.3), (0.5, 0.6, 0.7),
-                         view=lambda image, i: Image.new("RGB", image.size, (0, 255, 0)))[0]
+                         view=lambda image, i: Image.new("RGB", image.size, (0, 255, 40 * i)))[0]
     assert ok
     np.testing.assert_allclose(x[:, 4, 4].numpy(), [(0 - 0.1) / 0.5, (1 - 0.2) / 0.6, (0 - 0.3) / 0.7], atol=1e-5)
 
@@ -1130,6 +1136,12 @@ def test_the_default_split_is_the_csvs_own_column():
     rows = [Row(path=str(i), labels={}, split=s) for i, s in enumerate(["train", "val", "train", "", "val"])]
     train, val = split_rows(rows)
     assert [r.path for r in train] == ["0", "2"] and [r.path for r in val] == ["1", "4"]
+    # the other modes' defaults (``train baselines`` relies on them): fold 0; 15 % per style, shuffled by seed 0
+    rows = [Row(path=str(i), labels={"style": "a"}, artist_fold=i % 5) for i in range(20)]
+    assert [r.path for r in split_rows(rows, "artist")[1]] == ["0", "5", "10", "15"]
+    shuffled = list(rows)
+    random.Random(0).shuffle(shuffled)
+    assert [r.path for r in split_rows(rows, "random")[1]] == [r.path for r in shuffled[:3]]  # round(20 * 0.15)
 
 
 def test_a_saved_datasets_table_keeps_its_splits_labels_and_image_bytes(tmp_path, painting_paths, monkeypatch):
@@ -1171,6 +1183,10 @@ def test_a_saved_datasets_table_keeps_its_splits_labels_and_image_bytes(tmp_path
         {"style": "", "genre": "" if r[1] == 1 else names["genre"][r[1]], "artist": ""} for r in splits["train"]]
     with pytest.raises(ValueError, match="no split 'test'"):
         hf_rows(f"{spec}:test")
+    # a table that stores its images as file paths, not bytes: the path is read
+    paths_only = datasets.Dataset.from_dict({"image": [str(painting_paths[1])]}, features=datasets.Features(
+        {"image": datasets.Image()})).cast_column("image", datasets.Image(decode=False))
+    assert image_input(dataclasses.replace(rows[0], table=paths_only, index=0)) == str(painting_paths[1])
     # read in place (memory-mapped from the folder given), not copied into load_dataset's cache
     assert all(f["filename"].startswith(spec) for f in rows[0].table.cache_files)
     # a table saved without splits, named relative to the working folder: its rows are "all"
