@@ -731,6 +731,17 @@ def test_explain_passes_the_tasks_temperature_and_checks_the_index():
         np.testing.assert_allclose(explain(predictor, image, "occlusion", task=task, target=1, **options), want, atol=1e-6)
     with pytest.raises(ValueError, match=r"index in \[0, 2\)"):
         explain(predictor, image, "gradcam", task="style", target=2)
+    # the checkpoint's calibration map and the caller's progress reach the method too; Grad-CAM by default
+    plain = explain(predictor, image, "occlusion", task="style", target=1, **options)
+    curve = [[0.0, 0.5, 0.7, 0.9, 1.0], [0.0, 0.5, 0.9, 0.95, 1.0]]
+    predictor.config = dataclasses.replace(predictor.config, calibration={"style": curve})
+    want = attribute(predictor.model, x, "style", 1, "occlusion", temperature=2.0, calibration=curve, **options)
+    seen = []
+    got = explain(predictor, image, "occlusion", task="style", target=1, progress=lambda f, d: seen.append(f), **options)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert not np.allclose(got, plain, atol=1e-3) and seen and seen[-1] == 1.0
+    np.testing.assert_allclose(explain(predictor, image, task="style", target=1),
+                               attribute(predictor.model, x, "style", 1, "gradcam"), atol=1e-6)
 
 
 def test_integrated_gradients_satisfy_completeness():
@@ -794,6 +805,7 @@ def test_mean_baseline_is_each_channels_mean_colour():
     for b in range(2):
         for c in range(3):
             assert torch.all(out[b, c] == x[b, c].numpy().mean())
+    np.testing.assert_array_equal(baseline_for(x[1], "mean"), out[1])  # one image (3, H, W) too
     with pytest.raises(ValueError, match="Unknown baseline 'zero'"):
         baseline_for(x, "zero")
 
@@ -1347,6 +1359,7 @@ def test_gallery_search_refuses_what_it_cannot_compare_and_places_without_a_sphe
 def test_gallery_file_names_the_weights_by_their_sha256_and_refuses_newer_formats(tmp_path):
     import hashlib
 
+    import artattr.embed.gallery as gallery_module
     from artattr.embed import Gallery
 
     g = _three_paintings(display={"style": {"Pop_Art": "Pop art"}})
@@ -1372,13 +1385,13 @@ def test_gallery_file_names_the_weights_by_their_sha256_and_refuses_newer_format
     (folder / "meta.json").write_text(json.dumps({**meta, "format_version": 2}))
     with pytest.warns(UserWarning, match="unreadable gallery .format_version 2 is newer") as caught:
         assert Gallery.load(tmp_path) is None
-    assert caught[0].filename == __file__  # the warning names the caller's line
+    assert caught[0].filename != gallery_module.__file__  # the warning names the caller's line, not its own
     (folder / "meta.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "format_version"}))
     assert Gallery.load(tmp_path) is not None  # written before format_version existed: version 1
     save_file({"heads.w": w + 1}, tmp_path / "model.safetensors")
     with pytest.warns(UserWarning, match="built for other weights") as caught:
         assert Gallery.load(tmp_path) is None
-    assert caught[0].filename == __file__
+    assert caught[0].filename != gallery_module.__file__
     save_file({"heads.w": w}, tmp_path / "model.safetensors")
     with np.load(folder / "gallery.npz") as z:  # no pickle: an object array in the file is refused
         arrays = {k: z[k] for k in z.files} | {"paths": np.array(["a", "b", 3], dtype=object)}
@@ -1487,6 +1500,9 @@ def test_heatmaps_are_resized_to_the_upload_bilinearly():
     np.testing.assert_allclose(squash, [[0, 0.25, 0.75, 1]] * 2, atol=1e-6)
     crop = to_upload(heat, SimpleNamespace(config=SimpleNamespace(resize="center_crop")), (6, 4))
     np.testing.assert_allclose(crop, [[0, 0, 0.25, 0.75, 1, 0]] * 4, atol=1e-6)
+    assert squash.dtype == crop.dtype == np.float32
+    tall = to_upload(heat, SimpleNamespace(config=SimpleNamespace(resize="center_crop")), (2, 8))  # rows 3 and 4
+    np.testing.assert_allclose(tall, [[0, 0]] * 3 + [[0, 1]] * 2 + [[0, 0]] * 3, atol=1e-6)
 
 
 def test_the_default_model_card_carries_hub_metadata_and_every_trust_number():
