@@ -718,8 +718,9 @@ def test_occlusion_reads_the_recalibrated_probability_drop():
 
 
 def test_explain_passes_the_tasks_temperature_and_checks_the_index():
-    """explain() hands attribute() the task's temperature from config.json, 1 for a task without one
-    (the upload is the input size, so no resampling hides a difference)."""
+    """explain() hands attribute() the task's temperature from config.json (1 for a task without one),
+    its calibration map and the caller's progress (the upload is the input size, so no resampling
+    hides a difference)."""
     from artattr.explain import attribute, explain
 
     predictor = _halves_predictor()
