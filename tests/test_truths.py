@@ -355,15 +355,18 @@ def test_ece_accuracy_and_f1_on_a_hand_worked_example():
 
 
 def test_ece_bins_are_fifteenths_with_the_last_one_closed():
-    """Confidences 0.9 and 0.92 (both right) share bin 13 (13.5 and 13.8 fifteenths); 0.95 (right) and
-    1.0 (wrong) share bin 14, the last, which holds 1.0: ECE = 1/2 * |1 - 0.91| + 1/2 * |0.5 - 0.975|
-    = 0.2825 (one bin per row would give 0.3075, a sixteenth-wide grid 0.1925). Two classes present:
-    balanced accuracy (1 + 0) / 2, not the 3/4 accuracy; one class present: its accuracy."""
+    """Six rows in bins of width 1/15: 0.9 and 0.92 (both right) in bin 13, 0.95 (right) and 1.0
+    (wrong) in bin 14, the last, which holds 1.0; 0.7 (right) and 0.72 (wrong) in bin 10:
+    ECE = 2/6 * (|1 - 0.91| + |0.5 - 0.975| + |0.5 - 0.71|) = 0.258333 (one bin per row would give
+    0.358333, sixteenths 0.198333, a bin 15 for 1.0 0.275). Balanced accuracy: the mean recall of the
+    classes present, (1 + 0) / 2 with two, and with one its accuracy."""
     from train.metrics import task_metrics
 
-    probs = np.array([[0.9, 0.05, 0.05], [0.92, 0.04, 0.04], [0.95, 0.03, 0.02], [1.0, 0.0, 0.0]])
-    m = task_metrics(probs, np.array([0, 0, 0, 1]))
-    assert m["ece"] == pytest.approx(0.2825) and m["top1"] == 0.75 and m["balanced_acc"] == 0.5
+    probs = np.array([[0.9, 0.05, 0.05], [0.92, 0.04, 0.04], [0.95, 0.03, 0.02], [1.0, 0.0, 0.0],
+                      [0.7, 0.2, 0.1], [0.72, 0.18, 0.1]])
+    m = task_metrics(probs, np.array([0, 0, 0, 1, 0, 2]))
+    assert m["ece"] == pytest.approx(0.775 / 3) and m["top1"] == pytest.approx(4 / 6)
+    assert m["balanced_acc"] == pytest.approx(1 / 3)
     assert task_metrics(probs[:3], np.array([0, 0, 1]))["balanced_acc"] == 0.5  # recall 1 and 0
     assert task_metrics(probs[:3], np.array([0, 0, 0]))["balanced_acc"] == 1.0
 
