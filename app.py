@@ -40,6 +40,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 import artattr  # noqa: E402
 from artattr import embed  # noqa: E402
 from artattr.config import TASKS  # noqa: E402
+from artattr.embed.plot import TOOLBAR_HEIGHT  # noqa: E402
 from artattr.locate import DECODE_SIZE, rectify  # noqa: E402
 from artattr.overlay import overlay  # noqa: E402
 
@@ -76,6 +77,30 @@ EXPLORER_MIN_WIDTHS, PAGE_WIDTH = (260, 300), 1280
 HEAT_SCALE = ('<div class="heat-scale"><span>less</span><div class="heat-bar" style="background: linear-gradient('
               'to right, #000004, #420a68, #932667, #dd513a, #fca50a, #fcffa4)"></div>'
               '<span>more influence on the answer</span></div>')
+#: Gradio 6.31 heads every error toast with its type ("Error") and ignores ``gr.Error(title=)``. Our
+#: messages lead with their title (:func:`_error`): in a toast holding one message, this moves it to
+#: the heading. Each message is split once; a toast that groups several keeps Gradio's heading.
+TOAST_TITLES_JS = """() => {
+  const TITLED = /^\\s*([^:]{1,40}): ([\\s\\S]+)$/;
+  const retitle = () => {
+    for (const toast of document.querySelectorAll('[data-testid=toast-body].error')) {
+      const texts = toast.querySelectorAll('[data-testid=toast-text]');
+      const heading = toast.querySelector('.toast-title')?.firstChild;
+      if (!heading || heading.nodeType !== Node.TEXT_NODE) continue;
+      if (texts.length !== 1) { toast.dataset.title && (heading.textContent = 'Error '); continue; }
+      const text = texts[0];
+      if (text.dataset.split !== text.textContent) {
+        const m = text.textContent.match(TITLED);
+        if (!m) continue;
+        toast.dataset.title = m[1];
+        text.textContent = m[2];
+        text.dataset.split = m[2];
+      }
+      if (heading.textContent !== toast.dataset.title + ' ') heading.textContent = toast.dataset.title + ' ';
+    }
+  };
+  new MutationObserver(retitle).observe(document.body, {childList: true, subtree: true, characterData: true});
+}"""
 #: Layout fixes the default theme lacks: full captions under similar works, the colour scale, and a
 #: phone width where nothing overlaps.
 CSS = """
@@ -160,8 +185,8 @@ def _call(name: str, model_dir: Path, *args, progress=None):
 
 def _error(message: str, title: str) -> gr.Error:
     """A message for the user that leads with ``title``. Gradio 6.31's toasts ignore ``gr.Error``'s
-    title: their heading is the message type ("Error"), and messages of one type share a toast. So
-    the title goes into the text, where the user reads it; API callers get it in ``title`` too."""
+    title (their heading is the message type, "Error"), so the title leads the text, from where
+    ``TOAST_TITLES_JS`` moves it to the heading; API callers get it in ``title`` too."""
     return gr.Error(f"{title}: {message}", title=title, print_exception=False)
 
 
@@ -403,7 +428,7 @@ def explore(state: Upload | None, model_id: str, view: str, color_by: str, scree
 def _plot_height(screen_width: float | None) -> int:
     """The explorer's height. plotly draws a 3-D scene in proportion to its height, whatever its
     width: the plot is as tall as the sphere needs to span ~85 % of the plot's width without being cut
-    off, plus the legend below it: 3, 6 or 12 rows for 5, 2 or 1 names a row. The plot's width follows
+    off, plus plotly's toolbar above it and the legend below it: 3, 6 or 12 rows for 5, 2 or 1 names a row. The plot's width follows
     the layout."""
     if not isinstance(screen_width, (int, float)) or screen_width < 200:
         return PLOT_HEIGHT
@@ -411,7 +436,7 @@ def _plot_height(screen_width: float | None) -> int:
     controls, plot = EXPLORER_MIN_WIDTHS
     width = page if page < controls + plot + 16 else page - 16 - max(controls, (page - 16) / 3)  # stacked / side by side
     legend = 70 if width >= 500 else 130 if width >= 320 else 210
-    return min(PLOT_HEIGHT, round(0.9 * width) + legend)
+    return min(PLOT_HEIGHT, round(0.9 * width) + legend + TOOLBAR_HEIGHT)
 
 
 def similar(state: Upload | None, model_id: str):
@@ -591,5 +616,6 @@ if __name__ == "__main__":
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
         max_file_size=MAX_FILE_SIZE,
         css=CSS,
+        js=TOAST_TITLES_JS,
         ssr_mode=False,
     )

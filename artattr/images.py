@@ -100,8 +100,9 @@ def _open(source: ImageInput) -> Image.Image:
         img = Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError:
         raise ValueError(f"{name} is not an image file ArtAttr can open ({', '.join(FORMATS)}).") from None
-    except Image.DecompressionBombError as err:
-        raise ValueError(f"{name} is too large to process safely: {err}") from None
+    except Image.DecompressionBombError:  # over twice Pillow's limit: refused before any pixel is read
+        raise ValueError(f"{name} has far too many pixels to open safely (over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} "
+                         "megapixels). Please upload a downsized copy.") from None
     except (OSError, SyntaxError):  # a header cut short: "Truncated File Read" from the format plugin
         raise ValueError(f"{name} is truncated or corrupt (it may not have finished uploading).") from None
     return img

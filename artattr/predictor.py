@@ -14,15 +14,11 @@ from PIL import Image
 from .checkpoint import load_checkpoint
 from .config import ModelConfig
 from .hub import resolve
-from .images import ImageInput, load_image
-from .locate import DECODE_SIZE, locate_painting
+from .images import ImageInput
 from .models.heads import ARTWORK_KEY, EMBEDDING_KEYS
 from .output import Output, flags, recalibrate
 from .preprocess import Preprocess
 from .output import top_k as _top_k
-
-#: Pictures with a shorter side than this (px) are refused: too little to judge, whatever the model says.
-MIN_SIDE = 32
 
 
 class Answers(dict):
@@ -61,16 +57,9 @@ class Predictor:
         return self.preprocess.load(image)
 
     def find(self, image: ImageInput, locate: bool | None = None) -> tuple[Image.Image, np.ndarray | None]:
-        """Decode an upload and cut out the painting (:func:`artattr.locate.locate_painting`):
-        ``(picture, corners)``, corners ``None`` when the whole image is used. Locating needs a larger
-        decode than the model's input (a frame is a few pixels wide at 160 px): JPEGs then decode at
-        ``DECODE_SIZE``, once. Pictures under ``MIN_SIDE`` px on a side are refused."""
-        locating = self.locate if locate is None else locate
-        img = load_image(image, draft_size=max(DECODE_SIZE, self.config.input_size)) if locating else self.load(image)
-        if min(img.size) < MIN_SIDE:
-            raise ValueError(f"The image is {img.width}×{img.height} px: too small to judge; "
-                             f"upload one at least {MIN_SIDE} px on each side.")
-        return locate_painting(img) if locating else (img, None)
+        """``(picture, corners)``: the upload decoded and the painting cut out of it unless ``locate`` (by
+        default the predictor's) is off; see :meth:`artattr.preprocess.Preprocess.find`."""
+        return self.preprocess.find(image, self.locate if locate is None else locate)
 
     def pixels(self, image: ImageInput) -> torch.Tensor:
         """uint8 ``(S, S, 3)``: the model's view of one image before normalising; a quarter of the

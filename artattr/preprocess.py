@@ -3,23 +3,30 @@
 Serving (:class:`artattr.Predictor`), training, evaluation and gallery export all go through
 :class:`Preprocess`, so a model is fed at inference exactly the pixels it was trained and scored
 on (``tests/test_parity.py``). Kept apart from the predictor so the trainer's DataLoader workers
-can use it without a model.
+can use it without a model. Deciding what to feed (decode, find the painting, resize) needs no torch,
+which is imported on first use: the CLI's decoding processes start in a fraction of a second.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
 from .config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
 from .images import ImageInput, load_image
+from .locate import DECODE_SIZE, locate_painting
+
+if TYPE_CHECKING:
+    import torch
 
 RESIZE_MODES = ("squash", "center_crop")
 RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS}
+#: Pictures smaller than this on a side are refused: too little to judge.
+MIN_SIDE = 32
 #: Pillow's reducing_gap: a JPEG-draft-like box reduction first, then the filter; fast and close to exact
 REDUCING_GAP = 3.0
 
@@ -53,6 +60,17 @@ class Preprocess:
         decodes at the smallest DCT scale still covering the input size."""
         return load_image(image, draft_size=self.size)
 
+    def find(self, image: ImageInput, locate: bool = True) -> tuple[Image.Image, np.ndarray | None]:
+        """Decode an upload and cut out the painting (:func:`artattr.locate.locate_painting`):
+        ``(picture, corners)``, corners ``None`` when the whole image is used. Locating needs a larger
+        decode than the model's input (a frame is a few pixels wide at 160 px): JPEGs then decode at
+        ``DECODE_SIZE``, once. Pictures under ``MIN_SIDE`` px on a side are refused."""
+        img = load_image(image, draft_size=max(DECODE_SIZE, self.size)) if locate else self.load(image)
+        if min(img.size) < MIN_SIDE:
+            raise ValueError(f"The image is {img.width}×{img.height} px: too small to judge; "
+                             f"upload one at least {MIN_SIDE} px on each side.")
+        return locate_painting(img) if locate else (img, None)
+
     def resize(self, img: Image.Image) -> Image.Image:
         size, resample = self.size, RESAMPLE[self.resample]
         if self.resize_mode == "center_crop":
@@ -66,6 +84,8 @@ class Preprocess:
     def pixels(self, image: ImageInput) -> torch.Tensor:
         """uint8 ``(S, S, 3)``: the model's view of one image before normalising (a quarter of the bytes
         of the float input: what DataLoader workers should pass between processes). ValueError if unusable."""
+        import torch
+
         return torch.from_numpy(np.asarray(self.resize(self.load(image)), dtype=np.uint8).copy())
 
     def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -84,5 +104,7 @@ class Preprocess:
 
 @lru_cache(maxsize=16)
 def _stats(mean: tuple, std: tuple, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
+
     return (torch.tensor(mean, device=device, dtype=dtype).view(3, 1, 1),
             torch.tensor(std, device=device, dtype=dtype).view(3, 1, 1))

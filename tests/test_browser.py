@@ -77,8 +77,9 @@ def test_upload_answers_heatmap_explorer_and_error(tmp_path, predictor, painting
 
             upload.set_input_files(str(bad_files["truncated.jpg"]))
             expect(page.get_by_text(re.compile("truncated or corrupt")).first).to_be_visible(timeout=TIMEOUT_MS)
-            # the app's title for it leads the toast's text (gradio heads every error toast "Error")
-            expect(page.locator("[data-testid=toast-text]")).to_have_text([re.compile(r"^\s*Unusable image: .*truncated")])
+            # the app's title for it heads the toast (gradio's own heading is "Error"), the message below it
+            expect(page.locator("[data-testid=toast-body] .toast-title")).to_have_text(["Unusable image"])
+            expect(page.locator("[data-testid=toast-text]")).to_have_text([re.compile(r"^\s*The image file is truncated")])
             expect(page.locator("#label-style [data-testid=label-output-value]")).to_have_count(0)
             page.screenshot(path=str(artifacts / "app-browser-error.png"), full_page=True)
         finally:
@@ -158,6 +159,11 @@ def test_names_about_explorer_and_phone_layout(tmp_path, predictor, val_rows, da
                 assert drawn[2] - drawn[0] >= 0.7 * panel["width"], (drawn, panel)
                 legend = page.locator("#explorer .legend").first.bounding_box()
                 assert legend["y"] >= box["y"] + drawn[3] - 2, "the legend covers the sphere"
+                scene.hover()  # plotly shows its toolbar while the pointer is over the plot
+                toolbar = page.locator("#explorer .modebar").first
+                expect(toolbar).to_be_visible(timeout=TIMEOUT_MS)
+                bar = toolbar.bounding_box()
+                assert bar["y"] + bar["height"] <= box["y"] + drawn[1] + 2, "plotly's toolbar covers the sphere"
                 if name == "phone":
                     assert page.evaluate("() => document.documentElement.scrollWidth") <= width, "horizontal overflow"
                 page.screenshot(path=str(artifacts / f"app-{name}.png"), full_page=True)

@@ -84,6 +84,16 @@ def test_decompression_bomb_is_refused_before_decoding():
         load_image(buf.getvalue())
 
 
+def test_a_header_claiming_billions_of_pixels_is_refused_in_words():
+    """Pillow refuses a 60000×60000 header itself (a decompression bomb: over 2 × 89,478,485 pixels, its
+    default limit); the message is ours, in words."""
+    from app_server import png
+
+    bomb = png(60000, 60000, pixels=False)
+    with pytest.raises(ValueError, match=r"^the uploaded data has far too many pixels to open safely \(over 179 megapixels\)"):
+        load_image(bomb)
+
+
 def test_absurd_aspect_ratio_is_refused():
     with pytest.raises(ValueError, match="aspect ratio"):
         load_image(np.zeros((4, 400, 3), np.uint8))

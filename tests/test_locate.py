@@ -190,16 +190,43 @@ def test_app_analyses_the_detected_painting_or_the_whole_image(painting, tmp_pat
         app.models.close()
 
 
-@pytest.mark.parametrize("locate", [True, False])
-def test_cli_batches_give_each_file_its_own_answer(predictor, painting_paths, bad_files, tmp_path, locate):
-    """The CLI's pipeline (decode and locate in a pool, then batched forward passes) over more batches
-    than fit at once: every file in input order, each with the answers and crop it gets alone."""
-    from artattr.__main__ import run_batches
+def test_cli_batches_stream_answers_as_they_come(predictor, painting_paths):
+    """The pipeline answers a few batches ahead of what was read, not the whole collection first: when
+    the first answer comes out, at most one forward pass per core plus one more has started (memory
+    stays bounded and answers stream); by the end, one pass per batch."""
+    import os
+
+    from artattr.cli import run_batches
+
+    class Counting:  # the session predictor, counting its forward passes
+        preprocess, normalise, passes = predictor.preprocess, predictor.normalise, 0
+
+        def forward_batch(self, batch):
+            self.passes += 1
+            return predictor.forward_batch(batch)
+
+    model = Counting()
+    results = run_batches(model, [painting_paths[0]] * 40, batch_size=2, locate=False)
+    next(results)
+    assert model.passes <= len(os.sched_getaffinity(0)) + 2
+    assert len(list(results)) == 39 and model.passes == 20
+
+
+@pytest.mark.parametrize("locate, loaded", [(True, True), (False, True), (True, False)])
+def test_cli_batches_give_each_file_its_own_answer(predictor, painting_paths, bad_files, tmp_path, locate, loaded):
+    """The CLI's pipeline (decoding processes, forward passes side by side on one torch thread each)
+    over more batches than are answered at once, with the model loaded or loaded by the pipeline:
+    every file in input order, each with the answers and crop it gets alone; torch's threads as before."""
+    import torch
+
+    from artattr.cli import run_batches
 
     photo, _ = _framed(painting_paths[0])
     (tmp_path / "wall.jpg").write_bytes(_upload(photo))
-    paths = [painting_paths[1], tmp_path / "wall.jpg", bad_files["notes.txt"], *painting_paths[2:5]]
-    results = list(run_batches(predictor, paths, batch_size=2, locate=locate))
+    paths = [painting_paths[1], tmp_path / "wall.jpg", bad_files["notes.txt"], *painting_paths[2:9]]
+    threads = torch.get_num_threads()
+    results = list(run_batches(predictor if loaded else "default", paths, batch_size=2, locate=locate))
+    assert torch.get_num_threads() == threads
     assert [r[0] for r in results] == paths
     assert results[2][1] is None and results[2][2]
     for path, output, err in results[:2] + results[3:]:

@@ -339,7 +339,7 @@ def test_every_config_field_is_checked():
 
 @pytest.mark.parametrize("name, damage, message", BAD_CHECKPOINTS, ids=[c[0] for c in BAD_CHECKPOINTS])
 def test_bad_checkpoints_give_one_clear_message(name, damage, message, tmp_path, painting, capsys):
-    from artattr.__main__ import main
+    from artattr.cli import main
 
     folder = tmp_path / "ckpt"
     shutil.copytree(DEFAULT_DIR, folder, ignore=shutil.ignore_patterns("gallery", "*.png"))
@@ -357,7 +357,7 @@ def test_bad_checkpoints_give_one_clear_message(name, damage, message, tmp_path,
 @pytest.mark.parametrize("model_id", ["hf-hub:a/b@../../../../x", "hf-hub:a/b@refs/../../x", "hf-hub:../../etc",
                                       "hf-hub:a/b@/etc/passwd", "hf-hub:a/b@" + "x" * 500])
 def test_hub_ids_cannot_name_local_paths(model_id, monkeypatch, capsys, painting):
-    from artattr.__main__ import main
+    from artattr.cli import main
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ValueError, match="not a Hub model id|revision must be a branch, tag or commit"):

@@ -112,7 +112,7 @@ def test_bad_thresholds_are_refused(bad):
 
 
 def test_cli_json_has_the_trust_keys(capsys, painting, photo_paths):
-    from artattr.__main__ import main
+    from artattr.cli import main
 
     assert main(["predict", str(painting), str(photo_paths[0]), "--json"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

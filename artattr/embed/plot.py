@@ -42,6 +42,10 @@ def _wireframe(n_lat: int = 5, n_lon: int = 12, steps: int = 60) -> tuple[list, 
 _WIREFRAME = _wireframe()
 
 
+#: Pixels above the 3-D scene for plotly's toolbar.
+TOOLBAR_HEIGHT = 30
+
+
 def figure(gallery: Gallery, view: str = "sphere", color_by: str = "style", upload=None, height: int = 600,
            focus: Sequence[str] = ()):
     """A ``plotly.graph_objects.Figure`` of the gallery in one view ("sphere" or "umap").
@@ -97,9 +101,10 @@ def figure(gallery: Gallery, view: str = "sphere", color_by: str = "style", uplo
     # The legend sits below the scene, not over it (on a phone a side legend hid half the sphere),
     # and the camera is as close as it can be without cutting anything off: the sphere then spans
     # ~94 % of the scene's height; UMAP's cloud reaches into its box's corners and needs more room.
+    # Plotly's toolbar gets a strip of its own above the scene: over it, it hid the top of the sphere.
     eye = dict(x=0.84, y=0.84, z=0.54) if view == "sphere" else dict(x=1.05, y=1.05, z=0.67)
     fig.update_layout(
-        height=height, margin=dict(l=0, r=0, t=0, b=0), uirevision=view,
+        height=height, margin=dict(l=0, r=0, t=TOOLBAR_HEIGHT, b=0), uirevision=view,
         legend=dict(orientation="h", itemsizing="constant", x=0, y=0, yanchor="top", font=dict(size=11),
                     traceorder="normal"),
         scene=dict(xaxis=axis, yaxis=axis, zaxis=axis, aspectmode="cube", dragmode="orbit",
