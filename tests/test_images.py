@@ -117,8 +117,10 @@ def test_exif_orientation_is_applied_once(odd_images):
 def test_16bit_and_float_images_are_stretched_to_their_own_range():
     """(v - min) / (max - min) * 255, truncated: 1000..5000 -> 0, 63, 127, 255; a flat image is black."""
     arr16 = np.array([[1000, 2000], [3000, 5000]], dtype=np.uint16)
-    for img in (Image.fromarray(arr16), Image.fromarray(arr16.astype(np.int32)), Image.fromarray(arr16.astype(np.float32))):
-        assert img.mode in ("I;16", "I", "F")
+    big, little = (Image.frombytes(m, (2, 2), arr16.astype(d).tobytes()) for m, d in (("I;16B", ">u2"), ("I;16L", "<u2")))
+    for img in (Image.fromarray(arr16), Image.fromarray(arr16.astype(np.int32)), Image.fromarray(arr16.astype(np.float32)),
+                big, little):  # 16-bit TIFFs come big- or little-endian
+        assert img.mode in ("I;16", "I", "F", "I;16B", "I;16L")
         got = np.asarray(load_image(img))
         np.testing.assert_array_equal(got[..., 0], [[0, 63], [127, 255]], err_msg=img.mode)
         assert (got == got[..., :1]).all()  # grey
@@ -154,7 +156,8 @@ def test_arrays_in_every_layout_and_range():
 
 
 def test_transparency_is_paper_white():
-    """Half-transparent red (alpha 128) over white: green and blue 255 * (1 - 128 / 255) = 127; LA and palette too."""
+    """Half-transparent red (alpha 128) over white: green and blue 255 * (1 - 128 / 255) = 127; LA, palette
+    and palette + alpha too."""
     red = np.zeros((2, 2, 4), np.uint8)
     red[...] = (255, 0, 0, 128)
     np.testing.assert_allclose(np.asarray(load_image(red))[0, 0], [255, 127, 127], atol=1)
@@ -165,6 +168,11 @@ def test_transparency_is_paper_white():
     pal.putpixel((1, 0), 1)
     pal.info["transparency"] = 0  # palette entry 0 is see-through
     np.testing.assert_array_equal(np.asarray(load_image(pal))[0], [[255, 255, 255], [0, 0, 255]])
+    pa = Image.new("PA", (2, 1))
+    pa.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    pa.putpixel((0, 0), (1, 0))  # red, fully transparent
+    pa.putpixel((1, 0), (1, 255))  # red, opaque
+    np.testing.assert_array_equal(np.asarray(load_image(pa))[0], [[255, 255, 255], [255, 0, 0]])
 
 
 @pytest.mark.parametrize("orientation, upright", [
