@@ -117,10 +117,10 @@ def test_exif_orientation_is_applied_once(odd_images):
 def test_16bit_and_float_images_are_stretched_to_their_own_range():
     """(v - min) / (max - min) * 255, truncated: 1000..5000 -> 0, 63, 127, 255; a flat image is black."""
     arr16 = np.array([[1000, 2000], [3000, 5000]], dtype=np.uint16)
-    big, little = (Image.frombytes(m, (2, 2), arr16.astype(d).tobytes()) for m, d in (("I;16B", ">u2"), ("I;16L", "<u2")))
+    orders = [Image.frombytes(m, (2, 2), arr16.astype(d).tobytes()) for m, d in (("I;16B", ">u2"), ("I;16L", "<u2"), ("I;16N", "=u2"))]
     for img in (Image.fromarray(arr16), Image.fromarray(arr16.astype(np.int32)), Image.fromarray(arr16.astype(np.float32)),
-                big, little):  # 16-bit TIFFs come big- or little-endian
-        assert img.mode in ("I;16", "I", "F", "I;16B", "I;16L")
+                *orders):  # 16-bit TIFFs come big- or little-endian
+        assert img.mode in ("I;16", "I", "F", "I;16B", "I;16L", "I;16N")
         got = np.asarray(load_image(img))
         np.testing.assert_array_equal(got[..., 0], [[0, 63], [127, 255]], err_msg=img.mode)
         assert (got == got[..., :1]).all()  # grey
