@@ -94,6 +94,17 @@ def test_a_header_claiming_billions_of_pixels_is_refused_in_words():
         load_image(bomb)
 
 
+def test_a_refusal_names_the_file_or_says_it_was_uploaded_data(tmp_path):
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(ValueError, match=r"^'notes.txt' is not an image file"):
+        load_image(tmp_path / "notes.txt")
+    with pytest.raises(ValueError, match=r"^the uploaded data is not an image file"):
+        load_image(b"not an image")
+    for empty in ((0, 5), (5, 0)):  # no width, or no height: no pixels (not a division by zero)
+        with pytest.raises(ValueError, match="no pixels"):
+            load_image(Image.new("RGB", empty))
+
+
 def test_absurd_aspect_ratio_is_refused():
     with pytest.raises(ValueError, match="aspect ratio"):
         load_image(np.zeros((4, 400, 3), np.uint8))
