@@ -38,6 +38,12 @@ def test_animated_gif_uses_first_frame(odd_images, painting):
     same = np.corrcoef(got, np.asarray(base, dtype=float).ravel())[0, 1]
     rotated = np.corrcoef(got, np.asarray(base.rotate(90), dtype=float).ravel())[0, 1]
     assert same > 0.9 and same > rotated + 0.2
+    buf = io.BytesIO()  # an animated picture handed over open at its second frame: still the first
+    Image.new("RGB", (4, 4), (255, 0, 0)).save(buf, format="GIF", save_all=True,
+                                                append_images=[Image.new("RGB", (4, 4), (0, 0, 255))])
+    two = Image.open(buf)
+    two.seek(1)
+    assert tuple(np.asarray(load_image(two))[0, 0]) == (255, 0, 0)
 
 
 def test_alpha_is_composited_on_white():
