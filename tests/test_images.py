@@ -111,6 +111,21 @@ def test_a_refusal_names_the_file_or_says_it_was_uploaded_data(tmp_path):
             load_image(Image.new("RGB", empty))
 
 
+@pytest.mark.parametrize("error, message", [
+    (OSError("Premature end of JPEG file"), "The image file is truncated or corrupt"),
+    (OSError(), "The image could not be decoded: OSError$"),  # no text of its own: its type names it
+])
+def test_a_decoder_error_is_reported_in_words(error, message):
+    img = Image.new("RGB", (4, 4))
+
+    def fail():
+        raise error
+
+    img.load = fail
+    with pytest.raises(ValueError, match=message):
+        load_image(img)
+
+
 def test_absurd_aspect_ratio_is_refused():
     with pytest.raises(ValueError, match="aspect ratio"):
         load_image(np.zeros((4, 400, 3), np.uint8))
