@@ -7,7 +7,8 @@ the painted surface and rectifies mild perspective, so the model sees what it wa
 How: :func:`candidates` proposes quads from long near-horizontal and near-vertical lines (Canny
 edges + Hough transform on a ~320 px copy) and measures each (edge support per side, smoothness just
 outside and inside, colour contrast across the sides, how the colours inside differ from those
-outside, area, distance from the border, nesting in or around a frame-like quad). A small neural
+outside, how busy with edges it is inside and outside, area, distance from the border, nesting in or
+around a frame-like quad). A small neural
 network fitted on synthetic wall photos against clean scans and everyday photos (``python -m train
 locate`` → ``artattr/locate.json``) predicts each quad's overlap with the painted surface; the best
 quad is the painted surface if its score clears a threshold set so that ~1.5 % of clean scans it
@@ -35,6 +36,10 @@ WORK_SIZE = 320
 DECODE_SIZE = 384
 #: A quad is a candidate when edges run along at least this fraction of each of its sides.
 MIN_SUPPORT = 0.35
+#: Canny's hysteresis thresholds (gradient magnitude of the blurred RGB copy): low, so that a dark
+#: painting in a dark frame or a pale one on a pale mat still shows its edge (the Hough vote keeps
+#: clutter from becoming lines).
+CANNY = (15, 45)
 #: Candidates scored per image, those with the best-supported sides first (bounds the time).
 MAX_CANDIDATES = 150
 #: Lines tilted more than this (degrees) are not a frame seen by someone facing the painting.
@@ -186,6 +191,18 @@ def _area(quads: np.ndarray) -> np.ndarray:
     return 0.5 * np.abs((x * np.roll(y, -1, axis=-1) - np.roll(x, -1, axis=-1) * y).sum(axis=-1))
 
 
+def _box_sums(table: np.ndarray, quads: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per quad (pixels of a ``width`` x ``height`` image): the sum over the box through its side
+    midpoints read from ``table``, the summed-area table (``cv2.integral``) of a copy of that image at
+    any size, and the box's area in that copy's pixels."""
+    th, tw = table.shape[0] - 1, table.shape[1] - 1
+    mid = (quads + np.roll(quads, -1, axis=1)) / 2
+    top, bottom = (np.clip(np.round(mid[:, k, 1] * th / height), 0, th).astype(int) for k in (0, 2))
+    left, right = (np.clip(np.round(mid[:, k, 0] * tw / width), 0, tw).astype(int) for k in (3, 1))
+    sums = table[bottom, right] - table[top, right] - table[bottom, left] + table[top, left]
+    return sums, (bottom - top) * (right - left)
+
+
 def _palettes(pixels: np.ndarray, quads: np.ndarray, side: int = 40, bins: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """Per quad: how different the colours inside it are from those outside it (total variation
     distance of coarse colour histograms, 0..1), and how varied the outside is (entropy of its
@@ -197,16 +214,24 @@ def _palettes(pixels: np.ndarray, quads: np.ndarray, side: int = 40, bins: int =
     thumb = cv2.resize(pixels, (sw, sh), interpolation=cv2.INTER_AREA).reshape(-1, 3).astype(int) * bins // 256
     onehot = np.eye(bins ** 3, dtype=np.uint8)[(thumb[:, 0] * bins + thumb[:, 1]) * bins + thumb[:, 2]].reshape(sh, sw, -1)
     table = cv2.integral(onehot, sdepth=cv2.CV_32S)  # summed-area table: a box's histogram is four lookups
-    mid = (quads + np.roll(quads, -1, axis=1)) / 2  # the quad as the box through its side midpoints
-    top, bottom = (np.clip(np.round(mid[:, k, 1] * sh / h), 0, sh).astype(int) for k in (0, 2))
-    left, right = (np.clip(np.round(mid[:, k, 0] * sw / w), 0, sw).astype(int) for k in (3, 1))
-    hist_in = (table[bottom, right] - table[top, right] - table[bottom, left] + table[top, left]).astype(np.float64)
+    hist_in = _box_sums(table, quads, w, h)[0].astype(np.float64)
     hist_out = table[-1, -1] - hist_in
     hist_in /= np.maximum(hist_in.sum(axis=1, keepdims=True), 1)
     hist_out /= np.maximum(hist_out.sum(axis=1, keepdims=True), 1)
     distance = 0.5 * np.abs(hist_in - hist_out).sum(axis=1)
     entropy = -(hist_out * np.log2(np.where(hist_out > 0, hist_out, 1))).sum(axis=1)
     return distance, entropy
+
+
+def _edge_density(edges: np.ndarray, quads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per quad: the share of edge pixels inside it and outside it. A painting is busy and the frame
+    and wall around it are mostly plain; a rectangle within a scan has as busy a painting outside as in."""
+    cv2 = _cv2()
+    h, w = edges.shape
+    table = cv2.integral((edges > 0).astype(np.uint8), sdepth=cv2.CV_32S)
+    inside, area = _box_sums(table, quads, w, h)
+    area = np.maximum(area, 1)
+    return inside / area, (table[-1, -1] - inside) / np.maximum(w * h - area, 1)
 
 
 def _frames(quads: np.ndarray, support: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -227,7 +252,7 @@ def _frames(quads: np.ndarray, support: np.ndarray) -> tuple[np.ndarray, np.ndar
 #: What :func:`candidates` measures of each quad, in this order (``artattr/locate.json`` weighs them).
 FEATURES = ("support_min", "support_mean", "rough_out_max", "rough_out_mean", "rough_in_mean", "contrast_min",
             "contrast_mean", "area", "border_margin", "inside_frame", "is_frame", "outside_spread",
-            "palette_distance", "outside_entropy")
+            "palette_distance", "outside_entropy", "edges_in", "edges_out")
 
 
 def candidates(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
@@ -240,7 +265,8 @@ def candidates(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
     picture is just outside it (a frame, mat or wall) and inside it (the painting); how much the
     colour changes across it and how much the colour just outside differs between the four sides (a
     frame, mat or wall is one colour all round); how different the colours inside and outside it are
-    and how varied the outside is; its area and distance from the image border; and whether it sits inside
+    and how varied the outside is; the share of edge pixels inside and outside it (a painting is busy, a
+    frame and wall plain); its area and distance from the image border; and whether it sits inside
     a frame-like quad or has one inside it (then it is a frame's outer edge, not the painting).
     """
     cv2 = _cv2()
@@ -253,7 +279,7 @@ def candidates(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
     if scale < 1:
         pixels = cv2.resize(pixels, (w, h), interpolation=cv2.INTER_AREA)
     pixels = cv2.GaussianBlur(pixels, (0, 0), 1.0)
-    edges = cv2.Canny(pixels, 30, 90, L2gradient=True)
+    edges = cv2.Canny(pixels, *CANNY, L2gradient=True)
     gray = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY).astype(np.float32)
     gx, gy = cv2.absdiff(cv2.Sobel(gray, cv2.CV_32F, 1, 0), 0), cv2.absdiff(cv2.Sobel(gray, cv2.CV_32F, 0, 1), 0)
     edges_h = cv2.bitwise_and(edges, cv2.compare(gy, gx, cv2.CMP_GT))  # edges running left-right
@@ -278,10 +304,12 @@ def candidates(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
                         np.minimum(quads[..., 1].min(axis=1), h - quads[..., 1].max(axis=1))) / min(w, h)
     inside_frame, is_frame = _frames(quads, support.min(axis=1))
     distance, entropy = _palettes(pixels, quads)
+    edges_in, edges_out = _edge_density(edges, quads)
     features = np.stack([support.min(axis=1), support.mean(axis=1), np.log1p(rough_out.max(axis=1)),
                          np.log1p(rough_out.mean(axis=1)), np.log1p(rough_in.mean(axis=1)),
                          np.log1p(contrast.min(axis=1)), np.log1p(contrast.mean(axis=1)),
-                         _area(quads) / (w * h), border, inside_frame, is_frame, np.log1p(spread), distance, entropy], axis=1)
+                         _area(quads) / (w * h), border, inside_frame, is_frame, np.log1p(spread), distance, entropy,
+                         edges_in, edges_out], axis=1)
     return quads / np.array([w, h]), features
 
 

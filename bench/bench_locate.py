@@ -4,7 +4,8 @@ Run: .venv/bin/python bench/bench_locate.py [--n 300] [--seed 18]. Renders ``--n
 wall photos (``train.composite.render_wall_photo``, 1024 px, 30 % on photos500 backgrounds, fixed
 seed) and reports style top-1 on the clean files, on the photos as they are, on the photos with
 ``artattr.locate`` (the library default), and with the true painted surface cut out (the ceiling
-for any locator); the crop's IoU with the true placement; how many clean val scans (all, or a
+for any locator); the crop's IoU with the true placement, and why crops miss it (no right quad
+proposed, the right one scored under the threshold, another one picked); how many clean val scans (all, or a
 random ``--clean`` of them) are left uncropped and whether their accuracy changes; the locator's
 CPU time per 1024 px photo; how many photos500 pictures get a crop.
 Targets: photo + locate within 5 points of clean; >= 98 % of clean scans uncropped; <= 30 ms.
@@ -34,7 +35,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import artattr
-    from artattr.locate import find_painting, rectify
+    from artattr.locate import DECODE_SIZE, _scorer, candidates, find_painting, rectify, score
     from train.composite import quad_iou, render_wall_photo
 
     predictor = artattr.load("default")
@@ -48,7 +49,7 @@ def main() -> None:
         return styles[int(output.probs["style"].argmax())] == row["style"]
 
     hits = {"clean": [], "photo": [], "photo + locate": [], "photo + true crop": []}
-    ious, times, whole = [], [], 0
+    ious, times, whole, misses = [], [], 0, {}
     for row in tqdm(picked, desc="wall photos"):
         background = Image.open(backgrounds[rng.integers(len(backgrounds))]) if rng.random() < 0.3 else None
         photo, quad = render_wall_photo(Image.open(DATA / row["path"]), rng, background, size=1024)
@@ -64,6 +65,14 @@ def main() -> None:
         corners = np.array([[0, 0], [1, 0], [1, 1], [0, 1]]) if located.crop is None else located.crop
         whole += located.crop is None
         ious.append(quad_iou(corners * np.array(photo.size), quad))
+        if ious[-1] < 0.9:  # why: no right quad proposed, the right one scored under the threshold, or another picked
+            upload = artattr.load_image(jpeg, draft_size=DECODE_SIZE)
+            quads, features = candidates(upload)
+            right = np.array([quad_iou(q * np.array(photo.size), quad) >= 0.9 for q in quads], bool)
+            why = ("no quad with IoU >= 0.9 proposed" if not right.any() else
+                   "right quad proposed, best score under the threshold" if score(features).max() < _scorer()[1] else
+                   "right quad proposed, another one picked")
+            misses[why] = misses.get(why, 0) + 1
         # CPU time, not wall clock: the bench machine is shared (run it alone for wall-clock numbers)
         t0 = time.process_time()
         find_painting(photo)
@@ -92,6 +101,7 @@ def main() -> None:
     print(f"\ncrop IoU with the true painted surface: median {np.median(ious_a):.3f}, "
           f">= 0.9 on {np.mean(ious_a >= 0.9):.1%}, >= 0.75 on {np.mean(ious_a >= 0.75):.1%}; "
           f"whole image used on {whole / args.n:.1%} of photos")
+    print("crops with IoU < 0.9: " + ", ".join(f"{why} {n / args.n:.1%}" for why, n in sorted(misses.items())))
     locator, added = (np.array(t) * 1000 for t in zip(*times))
     print(f"locator CPU time per decoded 1024 px photo: median {np.median(locator):.1f} ms, p90 "
           f"{np.percentile(locator, 90):.1f} ms; CPU time added to an upload's decode (larger decode + locate + "
