@@ -38,6 +38,12 @@ def test_animated_gif_uses_first_frame(odd_images, painting):
     same = np.corrcoef(got, np.asarray(base, dtype=float).ravel())[0, 1]
     rotated = np.corrcoef(got, np.asarray(base.rotate(90), dtype=float).ravel())[0, 1]
     assert same > 0.9 and same > rotated + 0.2
+    buf = io.BytesIO()  # an animated picture handed over open at its second frame: still the first
+    Image.new("RGB", (4, 4), (255, 0, 0)).save(buf, format="GIF", save_all=True,
+                                                append_images=[Image.new("RGB", (4, 4), (0, 0, 255))])
+    two = Image.open(buf)
+    two.seek(1)
+    assert tuple(np.asarray(load_image(two))[0, 0]) == (255, 0, 0)
 
 
 def test_alpha_is_composited_on_white():
@@ -94,6 +100,32 @@ def test_a_header_claiming_billions_of_pixels_is_refused_in_words():
         load_image(bomb)
 
 
+def test_a_refusal_names_the_file_or_says_it_was_uploaded_data(tmp_path):
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(ValueError, match=r"^'notes.txt' is not an image file"):
+        load_image(tmp_path / "notes.txt")
+    with pytest.raises(ValueError, match=r"^the uploaded data is not an image file"):
+        load_image(b"not an image")
+    for empty in ((0, 5), (5, 0)):  # no width, or no height: no pixels (not a division by zero)
+        with pytest.raises(ValueError, match="no pixels"):
+            load_image(Image.new("RGB", empty))
+
+
+@pytest.mark.parametrize("error, message", [
+    (OSError("Premature end of JPEG file"), "The image file is truncated or corrupt"),
+    (OSError(), "The image could not be decoded: OSError$"),  # no text of its own: its type names it
+])
+def test_a_decoder_error_is_reported_in_words(error, message):
+    img = Image.new("RGB", (4, 4))
+
+    def fail():
+        raise error
+
+    img.load = fail
+    with pytest.raises(ValueError, match=message):
+        load_image(img)
+
+
 def test_absurd_aspect_ratio_is_refused():
     with pytest.raises(ValueError, match="aspect ratio"):
         load_image(np.zeros((4, 400, 3), np.uint8))
@@ -117,8 +149,10 @@ def test_exif_orientation_is_applied_once(odd_images):
 def test_16bit_and_float_images_are_stretched_to_their_own_range():
     """(v - min) / (max - min) * 255, truncated: 1000..5000 -> 0, 63, 127, 255; a flat image is black."""
     arr16 = np.array([[1000, 2000], [3000, 5000]], dtype=np.uint16)
-    for img in (Image.fromarray(arr16), Image.fromarray(arr16.astype(np.int32)), Image.fromarray(arr16.astype(np.float32))):
-        assert img.mode in ("I;16", "I", "F")
+    orders = [Image.frombytes(m, (2, 2), arr16.astype(d).tobytes()) for m, d in (("I;16B", ">u2"), ("I;16L", "<u2"), ("I;16N", "=u2"))]
+    for img in (Image.fromarray(arr16), Image.fromarray(arr16.astype(np.int32)), Image.fromarray(arr16.astype(np.float32)),
+                *orders):  # 16-bit TIFFs come big- or little-endian
+        assert img.mode in ("I;16", "I", "F", "I;16B", "I;16L", "I;16N")
         got = np.asarray(load_image(img))
         np.testing.assert_array_equal(got[..., 0], [[0, 63], [127, 255]], err_msg=img.mode)
         assert (got == got[..., :1]).all()  # grey
@@ -135,10 +169,13 @@ def test_arrays_in_every_layout_and_range():
     unit = np.array([[0.0, 0.5], [1.0, 0.25]])
     np.testing.assert_array_equal(np.asarray(load_image(unit))[..., 1], [[0, 127], [255, 63]])
     np.testing.assert_array_equal(np.asarray(load_image(np.array([[-1.0, 0.5], [2.0, 300.0]])))[..., 2], [[0, 0], [2, 255]])
+    np.testing.assert_array_equal(np.asarray(load_image(np.array([[0.0, 1.5]])))[..., 0], [[0, 1]])  # not [0, 1]: clipped
     np.testing.assert_array_equal(np.asarray(load_image(np.array([[7, 300], [0, 1]], dtype=np.int32)))[..., 0],
                                   [[7, 255], [0, 1]])
     rgb = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
     np.testing.assert_array_equal(np.asarray(load_image(rgb.transpose(2, 0, 1))), rgb)  # CHW -> HWC
+    rgba = np.concatenate([rgb, np.full((4, 5, 1), 255, np.uint8)], axis=2)  # opaque
+    np.testing.assert_array_equal(np.asarray(load_image(rgba.transpose(2, 0, 1))), rgb)  # 4×H×W -> H×W×4
     np.testing.assert_array_equal(np.asarray(load_image(rgb[..., :1])), np.repeat(rgb[..., :1], 3, axis=2))  # H×W×1
     np.testing.assert_array_equal(np.asarray(load_image(rgb[..., 0][None])), np.repeat(rgb[..., :1], 3, axis=2))  # 1×H×W
     three = np.arange(3 * 5 * 3, dtype=np.uint8).reshape(3, 5, 3)  # already H×W×3 with H = 3: left as it is
@@ -151,7 +188,8 @@ def test_arrays_in_every_layout_and_range():
 
 
 def test_transparency_is_paper_white():
-    """Half-transparent red (alpha 128) over white: green and blue 255 * (1 - 128 / 255) = 127; LA and palette too."""
+    """Half-transparent red (alpha 128) over white: green and blue 255 * (1 - 128 / 255) = 127; LA, palette
+    and palette + alpha too."""
     red = np.zeros((2, 2, 4), np.uint8)
     red[...] = (255, 0, 0, 128)
     np.testing.assert_allclose(np.asarray(load_image(red))[0, 0], [255, 127, 127], atol=1)
@@ -162,6 +200,11 @@ def test_transparency_is_paper_white():
     pal.putpixel((1, 0), 1)
     pal.info["transparency"] = 0  # palette entry 0 is see-through
     np.testing.assert_array_equal(np.asarray(load_image(pal))[0], [[255, 255, 255], [0, 0, 255]])
+    pa = Image.new("PA", (2, 1))
+    pa.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    pa.putpixel((0, 0), (1, 0))  # red, fully transparent
+    pa.putpixel((1, 0), (1, 255))  # red, opaque
+    np.testing.assert_array_equal(np.asarray(load_image(pa))[0], [[255, 255, 255], [255, 0, 0]])
 
 
 @pytest.mark.parametrize("orientation, upright", [

@@ -6,11 +6,16 @@ Everything here is cheap (tiny hand-built models, a few real paintings, the sess
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import io
 import json
+import os
+import random
 import re
 import struct
 import types
+import warnings
 import zlib
 from pathlib import Path
 
@@ -199,7 +204,7 @@ def test_imagenet_normalisation_of_a_constant_image_is_hand_computed():
 
 
 def test_training_images_are_normalised_with_the_models_mean_and_std(tmp_path):
-    from train.data import ImageRows, Row, Vocab
+    from train.data import DecodedRows, ImageRows, Row, Vocab
 
     Image.new("RGB", (20, 10), (200, 100, 50)).save(tmp_path / "a.png")
     rows = [Row(path=str(tmp_path / "a.png"), labels={"style": "s", "genre": "", "artist": "x"})]
@@ -209,9 +214,18 @@ def test_training_images_are_normalised_with_the_models_mean_and_std(tmp_path):
     want = [(200 / 255 - 0.485) / 0.229, (100 / 255 - 0.456) / 0.224, (50 / 255 - 0.406) / 0.225]
     np.testing.assert_allclose(x[:, 4, 4].numpy(), want, atol=1e-5)
     assert y == {"style": 0, "genre": -1, "artist": 0}
+    pixels, i, ok = DecodedRows(rows, 8)[0]  # before normalising: the decoded 8-bit colour
+    assert ok and i == 0 and pixels.dtype == torch.uint8 and pixels[:, 4, 4].tolist() == [200, 100, 50]
     (tmp_path / "b.png").write_bytes(b"not a picture")  # unreadable: flagged, and no label is trained on it
     x, y, ok = ImageRows([Row(path=str(tmp_path / "b.png"), labels=rows[0].labels)], vocab, 8, IMAGENET_MEAN, IMAGENET_STD)[0]
     assert not ok and y == {"style": -1, "genre": -1, "artist": -1} and not x.any()
+    pixels, i, ok = DecodedRows([Row(path=str(tmp_path / "b.png"), labels={})], 8)[0]  # batched with good ones: uint8
+    assert not ok and pixels.dtype == torch.uint8 and pixels.shape == (3, 8, 8) and not pixels.any()
+    # other mean and std, and a view that shows the model another picture (a green one) instead
+    x, _, ok = ImageRows(rows, vocab, 8, (0.1, 0.2, 0.3), (0.5, 0.6, 0.7),
+                         view=lambda image, i: Image.new("RGB", image.size, (0, 255, 40 * i)))[0]
+    assert ok
+    np.testing.assert_allclose(x[:, 4, 4].numpy(), [(0 - 0.1) / 0.5, (1 - 0.2) / 0.6, (0 - 0.3) / 0.7], atol=1e-5)
 
 
 def test_center_crop_keeps_the_central_square():
@@ -310,6 +324,9 @@ def test_temperature_fit_recovers_a_known_scale():
     both = fit_temperature(torch.cat([z * 3, junk]), torch.cat([y, torch.full((500,), -1)]))
     assert both == pytest.approx(fit_temperature(z * 3, y), rel=1e-4)
     assert fit_temperature(z, torch.full((4000,), -1)) == 1.0
+    # every label class 0, right 3 times in 4 with margin 1: calibrated when sigmoid(1 / T) = 3/4, T = 1 / ln 3
+    margin = torch.tensor([[1.0, 0.0]] * 3 + [[0.0, 1.0]])
+    assert fit_temperature(margin, torch.zeros(4, dtype=torch.long)) == pytest.approx(1 / np.log(3), rel=5e-3)
 
 
 def test_ece_accuracy_and_f1_on_a_hand_worked_example():
@@ -335,6 +352,23 @@ def test_ece_accuracy_and_f1_on_a_hand_worked_example():
     # one class present (rows 0 and 4, both class 0; predicted 0 and 1): F1 over the present class only
     one = task_metrics(probs[[0, 4]], np.array([0, 0]))
     assert one["top1"] == one["balanced_acc"] == 0.5 and one["macro_f1"] == pytest.approx(2 / 3)
+
+
+def test_ece_bins_are_fifteenths_with_the_last_one_closed():
+    """Six rows in bins of width 1/15: 0.9 and 0.92 (both right) in bin 13, 0.95 (right) and 1.0
+    (wrong) in bin 14, the last, which holds 1.0; 0.7 (right) and 0.72 (wrong) in bin 10:
+    ECE = 2/6 * (|1 - 0.91| + |0.5 - 0.975| + |0.5 - 0.71|) = 0.258333 (one bin per row would give
+    0.358333, sixteenths 0.198333, a bin 15 for 1.0 0.275). Balanced accuracy: the mean recall of the
+    classes present, (1 + 0) / 2 with two, and with one its accuracy."""
+    from train.metrics import task_metrics
+
+    probs = np.array([[0.9, 0.05, 0.05], [0.92, 0.04, 0.04], [0.95, 0.03, 0.02], [1.0, 0.0, 0.0],
+                      [0.7, 0.2, 0.1], [0.72, 0.18, 0.1]])
+    m = task_metrics(probs, np.array([0, 0, 0, 1, 0, 2]))
+    assert m["ece"] == pytest.approx(0.775 / 3) and m["top1"] == pytest.approx(4 / 6)
+    assert m["balanced_acc"] == pytest.approx(1 / 3)
+    assert task_metrics(probs[:3], np.array([0, 0, 1]))["balanced_acc"] == 0.5  # recall 1 and 0
+    assert task_metrics(probs[:3], np.array([0, 0, 0]))["balanced_acc"] == 1.0
 
 
 def test_artist_known_scores_only_known_artists():
@@ -424,7 +458,7 @@ def test_vocab_is_built_from_training_rows_and_masks_missing_labels():
         return Row(path="p", labels={"style": style, "genre": genre, "artist": artist})
 
     train = [row("b", "g1", "monet")] * 3 + [row("a", "", "rare")] + [row("a", "g2", "monet")]
-    vocab = Vocab.build(train, min_artist_images=3)
+    vocab = Vocab.build(train, min_artist_images=4)  # monet has exactly 4: kept
     assert vocab.labels == {"style": ["a", "b"], "genre": ["g1", "g2"], "artist": ["monet", "other"]}
     assert vocab.unknown == {"artist": "other"}
     assert vocab.encode(row("b", "", "rare")) == {"style": 1, "genre": MISSING, "artist": 1}
@@ -432,6 +466,7 @@ def test_vocab_is_built_from_training_rows_and_masks_missing_labels():
     assert vocab.encode(Row(path="p", labels={"style": "a"})) == {"style": 0, "genre": MISSING, "artist": MISSING}
     targets = vocab.targets([row("a", "g1", "monet"), row("b", "", "nobody")])
     assert {t: v.tolist() for t, v in targets.items()} == {"style": [0, 1], "genre": [0, -1], "artist": [0, 1]}
+    assert Vocab.build([row("a", "", "x")] * 50 + [row("a", "", "y")] * 49).labels["artist"] == ["x", "other"]  # 50 by default
 
 
 def test_masked_loss_is_cross_entropy_over_the_known_rows():
@@ -524,6 +559,13 @@ def test_task_loss_skips_unlabelled_tasks_and_weights_classes_tasks_and_arcface(
     no_style = {"genre": torch.tensor([0, 1, 1, 0]), "style": torch.full((4,), -1)}
     genre_ce = float(torch.nn.functional.cross_entropy(out["genre"], no_style["genre"]))
     assert criterion(out, no_style, model)[0].item() == pytest.approx(genre_ce, rel=1e-5)  # no ArcFace term
+    zeros = {"genre": torch.full((4,), -1), "style": torch.tensor([0, -1, 0, -1])}  # labelled, all class 0
+    style0 = -np.mean([logp[i, 0] for i in (0, 2)])
+    arc0 = -np.mean([arc_logp[i, 0] for i in (0, 2)])
+    assert criterion(out, zeros, model)[0].item() == pytest.approx(style0 + 0.25 * arc0, rel=1e-5)
+    # the class weights are recomputed from the data on resume, never read from a resume file
+    args = make_args({"loss_weighting": "uncertainty", "class_weight_power": 1.0})
+    assert set(TaskLoss(args, vocab, y).state_dict()) == {"log_vars.genre", "log_vars.style"}
 
     # a model with one task, whose only labels are class 0
     one = {"style": torch.tensor([0, -1, 0, -1])}
@@ -532,8 +574,9 @@ def test_task_loss_skips_unlabelled_tasks_and_weights_classes_tasks_and_arcface(
     assert TaskLoss(args, Vocab({"style": ["a", "b", "c"]}), one)(out, one, no_arcface)[0].item() == pytest.approx(zero_ce, rel=1e-5)
 
     # Objective: the net's outputs and the criterion's loss on them, in one module
-    loss2, plain2, out2 = Objective(nn.Identity(), criterion, nn.Identity())(out, y)  # nn.Identity: no ArcFace
-    assert out2 is out and loss2.item() == pytest.approx(plain_ce, rel=1e-5) and plain2.item() == pytest.approx(plain_ce, rel=1e-5)
+    loss2, plain2, out2 = Objective(nn.Identity(), criterion, model)(out, y)  # ArcFace comes from the model given
+    assert out2 is out and loss2.item() == pytest.approx(plain_ce + 0.25 * arc, rel=1e-5)
+    assert plain2.item() == pytest.approx(plain_ce, rel=1e-5)
 
 
 def test_temperature_is_kept_between_a_twentieth_and_twenty():
@@ -678,8 +721,9 @@ def test_occlusion_reads_the_recalibrated_probability_drop():
 
 
 def test_explain_passes_the_tasks_temperature_and_checks_the_index():
-    """explain() hands attribute() the task's temperature from config.json, 1 for a task without one
-    (the upload is the input size, so no resampling hides a difference)."""
+    """explain() hands attribute() the task's temperature from config.json (1 for a task without one),
+    its calibration map and the caller's progress (the upload is the input size, so no resampling
+    hides a difference)."""
     from artattr.explain import attribute, explain
 
     predictor = _halves_predictor()
@@ -691,6 +735,18 @@ def test_explain_passes_the_tasks_temperature_and_checks_the_index():
         np.testing.assert_allclose(explain(predictor, image, "occlusion", task=task, target=1, **options), want, atol=1e-6)
     with pytest.raises(ValueError, match=r"index in \[0, 2\)"):
         explain(predictor, image, "gradcam", task="style", target=2)
+    # the checkpoint's calibration map and the caller's progress reach the method too; Grad-CAM by default
+    plain = explain(predictor, image, "occlusion", task="style", target=1, **options)
+    curve = [[0.0, 0.5, 0.7, 0.9, 1.0], [0.0, 0.5, 0.9, 0.95, 1.0]]
+    predictor.config = dataclasses.replace(predictor.config, calibration={"style": curve})
+    want = attribute(predictor.model, x, "style", 1, "occlusion", temperature=2.0, calibration=curve, **options)
+    seen = []
+    got = explain(predictor, image, "occlusion", task="style", target=1, progress=lambda f, d: seen.append(f), **options)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert not np.allclose(got, plain, atol=1e-3) and seen and seen[-1] == 1.0
+    gradcam = attribute(predictor.model, x, "style", 1, "gradcam")
+    np.testing.assert_allclose(explain(predictor, image, task="style", target=1), gradcam, atol=1e-6)
+    np.testing.assert_array_equal(attribute(predictor.model, x, "style", 1), gradcam)
 
 
 def test_integrated_gradients_satisfy_completeness():
@@ -754,6 +810,7 @@ def test_mean_baseline_is_each_channels_mean_colour():
     for b in range(2):
         for c in range(3):
             assert torch.all(out[b, c] == x[b, c].numpy().mean())
+    np.testing.assert_array_equal(baseline_for(x[1], "mean"), out[1])  # one image (3, H, W) too
     with pytest.raises(ValueError, match="Unknown baseline 'zero'"):
         baseline_for(x, "zero")
 
@@ -893,7 +950,9 @@ def test_a_failed_save_keeps_the_last_good_checkpoint_and_the_next_one_cleans_up
     writer left and the old version are gone)."""
     folder, model = saved
     parent = folder.parent
-    (parent / ".ckpt.leftover").mkdir()  # what a killed writer left
+    (parent / ".ckpt.leftover").mkdir()  # what a killed writer left: a version folder, a file, its link
+    (parent / ".ckpt.partial").write_bytes(b"half a file")
+    (parent / ".ckpt.leftover.link").symlink_to(".ckpt.leftover", target_is_directory=True)
     (folder / "notes.txt").write_text("mine")
     config = artattr.read_config(folder)
     with pytest.raises(FileNotFoundError):
@@ -909,6 +968,18 @@ def test_a_failed_save_keeps_the_last_good_checkpoint_and_the_next_one_cleans_up
     assert folder.resolve().name.startswith(".ckpt.")
     for p in [folder.resolve(), *folder.resolve().rglob("*")]:  # shared: world-readable, folders enterable
         assert p.stat().st_mode & 0o777 == (0o755 if p.is_dir() else 0o644), p
+
+
+def test_a_failed_swap_reports_the_systems_reason_and_cleanup_tolerates_a_vanished_entry(tmp_path, monkeypatch):
+    """``renameat2`` of paths that do not exist fails with ENOENT: the error carries that errno and its
+    text. And a stale entry another saver deleted between the check and the unlink is no error."""
+    from artattr.checkpoint import _exchange, _remove
+
+    with pytest.raises(OSError) as err:
+        _exchange(tmp_path / "a", tmp_path / "b")
+    assert err.value.errno == errno.ENOENT and os.strerror(errno.ENOENT) in str(err.value)
+    monkeypatch.setattr(Path, "is_symlink", lambda self: True)  # it was there a moment ago
+    _remove(tmp_path / "gone")
 
 
 def test_save_writes_card_metadata_and_extra_folders(saved, tmp_path):
@@ -1082,9 +1153,15 @@ def test_the_default_split_is_the_csvs_own_column():
     rows = [Row(path=str(i), labels={}, split=s) for i, s in enumerate(["train", "val", "train", "", "val"])]
     train, val = split_rows(rows)
     assert [r.path for r in train] == ["0", "2"] and [r.path for r in val] == ["1", "4"]
+    # the other modes' defaults (``train baselines`` relies on them): fold 0; 15 % per style, shuffled by seed 0
+    rows = [Row(path=str(i), labels={"style": "a"}, artist_fold=i % 5) for i in range(20)]
+    assert [r.path for r in split_rows(rows, "artist")[1]] == ["0", "5", "10", "15"]
+    shuffled = list(rows)
+    random.Random(0).shuffle(shuffled)
+    assert [r.path for r in split_rows(rows, "random")[1]] == [r.path for r in shuffled[:3]]  # round(20 * 0.15)
 
 
-def test_a_saved_datasets_table_keeps_its_splits_labels_and_image_bytes(tmp_path, painting_paths):
+def test_a_saved_datasets_table_keeps_its_splits_labels_and_image_bytes(tmp_path, painting_paths, monkeypatch):
     """``hf:`` on a ``save_to_disk`` folder (huggan/wikiart's layout): label names from the ClassLabel
     features written here, "Unknown ..." = missing, ``validation`` read as ``val``, one split picked by
     ``:SPLIT``, and each row's image the original file's bytes."""
@@ -1123,6 +1200,18 @@ def test_a_saved_datasets_table_keeps_its_splits_labels_and_image_bytes(tmp_path
         {"style": "", "genre": "" if r[1] == 1 else names["genre"][r[1]], "artist": ""} for r in splits["train"]]
     with pytest.raises(ValueError, match="no split 'test'"):
         hf_rows(f"{spec}:test")
+    # a table that stores its images as file paths, not bytes: the path is read
+    paths_only = datasets.Dataset.from_dict({"image": [str(painting_paths[1])]}, features=datasets.Features(
+        {"image": datasets.Image()})).cast_column("image", datasets.Image(decode=False))
+    assert image_input(dataclasses.replace(rows[0], table=paths_only, index=0)) == str(painting_paths[1])
+    # read in place (memory-mapped from the folder given), not copied into load_dataset's cache
+    assert all(f["filename"].startswith(spec) for f in rows[0].table.cache_files)
+    # a table saved without splits, named relative to the working folder: its rows are "all"
+    datasets.Dataset.from_dict({"image": [str(painting_paths[0])], "style": [1]},
+                               features=datasets.Features({"image": datasets.Image(), "style": features["style"]})
+                               ).save_to_disk(str(tmp_path / "single"))
+    monkeypatch.chdir(tmp_path)
+    assert [(r.path, r.labels["style"], r.split) for r in hf_rows("single")] == [("hf:single/all#0", "Impressionism", "")]
     datasets.Dataset.from_dict({"style": [0]}, features=datasets.Features({"style": features["style"]})).save_to_disk(
         str(tmp_path / "no_image"))
     with pytest.raises(ValueError, match="'image' column"):
@@ -1207,6 +1296,8 @@ def test_gallery_search_place_and_round_trip(tmp_path):
     back = Gallery.load(tmp_path)
     assert back is not None and len(back) == 4 and back.meta["n"] == 4 and set(back.views) == {"sphere", "umap"}
     np.testing.assert_allclose(back.embedding, emb, atol=1e-3)
+    assert back.embedding.dtype == np.float32  # and unit length again after float16 rounding (0.6 -> 0.60009766)
+    np.testing.assert_allclose(np.linalg.norm(back.embedding, axis=1), 1, atol=1e-6)
     np.testing.assert_array_equal(back.coords["umap"], umap)
     assert back.labels["style"].tolist() == [0, 1, 1, -1] and back.names == g.names and back.paths == g.paths
     assert back.thumbs == thumbs
@@ -1273,9 +1364,11 @@ def test_gallery_search_refuses_what_it_cannot_compare_and_places_without_a_sphe
 def test_gallery_file_names_the_weights_by_their_sha256_and_refuses_newer_formats(tmp_path):
     import hashlib
 
+    import artattr.embed.gallery as gallery_module
     from artattr.embed import Gallery
 
     g = _three_paintings(display={"style": {"Pop_Art": "Pop art"}})
+    g.embedding[2] = 0  # a broken row stays a zero row, not NaN
     w = np.arange(6, dtype=np.float32).reshape(2, 3)
     save_file({"heads.w": w, "artwork.w": np.ones(2, np.float32)}, tmp_path / "model.safetensors")
     # the placing weights' names, dtypes, shapes and bytes; the refittable "not a painting" head is left out
@@ -1285,21 +1378,74 @@ def test_gallery_file_names_the_weights_by_their_sha256_and_refuses_newer_format
     folder = g.save(tmp_path)
     assert folder == tmp_path / "gallery" and sorted(p.name for p in folder.iterdir()) == ["gallery.npz", "meta.json"]
     meta = json.loads((folder / "meta.json").read_text())
-    assert meta == {"format_version": 1, "n": 3, "views": ["umap"], "weights_sha256": sha}
+    assert meta == {"format_version": 1, "n": 3, "views": ["umap"], "weights_sha256": sha} == g.meta
     with np.load(folder / "gallery.npz") as z:
         assert z["embedding"].dtype == np.float16 and z["labels_style"].dtype == np.int16
         assert z["thumb_offsets"].tolist() == [0, *np.cumsum([len(t) for t in g.thumbs]).tolist()]
     back = Gallery.load(tmp_path)
     assert back.display == {"style": {"Pop_Art": "Pop art"}} and back.thumbs == g.thumbs
     assert back.labels["genre"].tolist() == [0, -1, 1] and back.hover[1].endswith("<br>Pop art")
+    assert back.labels["genre"].dtype == np.int64 and back.embedding[2].tolist() == [0, 0, 0]
     assert Gallery.load(None) is None and Gallery.load(tmp_path / "elsewhere") is None
     (folder / "meta.json").write_text(json.dumps({**meta, "format_version": 2}))
-    with pytest.warns(UserWarning, match="unreadable gallery .format_version 2 is newer"):
+    with pytest.warns(UserWarning, match="unreadable gallery .format_version 2 is newer") as caught:
         assert Gallery.load(tmp_path) is None
-    (folder / "meta.json").write_text(json.dumps({**meta, "format_version": 1}))
-    assert Gallery.load(tmp_path) is not None
+    assert caught[0].filename != gallery_module.__file__  # the warning names the caller's line, not its own
+    (folder / "meta.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "format_version"}))
+    assert Gallery.load(tmp_path) is not None  # written before format_version existed: version 1
+    save_file({"heads.w": w + 1}, tmp_path / "model.safetensors")
+    with pytest.warns(UserWarning, match="built for other weights") as caught:
+        assert Gallery.load(tmp_path) is None
+    assert caught[0].filename != gallery_module.__file__
+    save_file({"heads.w": w}, tmp_path / "model.safetensors")
+    with np.load(folder / "gallery.npz") as z:  # no pickle: an object array in the file is refused
+        arrays = {k: z[k] for k in z.files} | {"paths": np.array(["a", "b", 3], dtype=object)}
+    np.savez(folder / "gallery.npz", **arrays)
+    with pytest.warns(UserWarning, match="unreadable gallery .Object arrays cannot be loaded"):
+        assert Gallery.load(tmp_path) is None
     (folder / "meta.json").unlink()
-    assert Gallery.load(tmp_path) is None
+    with warnings.catch_warnings():  # a gallery being written (one of its two files missing): quietly none
+        warnings.simplefilter("error")
+        assert Gallery.load(tmp_path) is None
+        (folder / "meta.json").write_text(json.dumps(meta))
+        (folder / "gallery.npz").unlink()
+        assert Gallery.load(tmp_path) is None
+
+
+def test_gallery_top_k_is_exact_for_every_k_and_places_what_callers_hand_it(tmp_path):
+    """Search = numpy's full sort of the cosines for every k up to 12 (a partial sort one place short
+    passes a 3-of-4 check); a (1, D) query row and an ``Output``'s own sphere are taken as they come; a
+    one-painting gallery places an upload on that painting; ``nearest`` gives 8 by default; an RGBA
+    thumbnail comes back RGB; a gallery saved again over itself, its coordinates stored as float32."""
+    from artattr.embed import Gallery, nearest
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(300, 4)).astype(np.float32)  # on a dozen points NumPy's SIMD argpartition returns
+    # the full order even with k one place short, which would hide that bug
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    q = rng.normal(size=4)
+    buf = io.BytesIO()
+    Image.new("RGBA", (2, 2), (255, 0, 0, 128)).save(buf, format="WEBP", lossless=True)
+    g = Gallery(embedding=emb, coords={"sphere": emb[:, :3].astype(np.float64), "umap": emb[:, 1:].astype(np.float64)},
+                labels={}, names={}, paths=[f"x_p-{i}.jpg" for i in range(300)], thumbs=[buf.getvalue()] * 300)
+    cos = emb.astype(np.float64) @ q / np.linalg.norm(q)
+    for k in range(1, 13):
+        idx, sims = g.search(q, k)
+        assert idx.tolist() == np.argsort(-cos)[:k].tolist(), k
+        np.testing.assert_allclose(sims, np.sort(cos)[::-1][:k], atol=1e-6)
+    assert g.search(q[None], 3)[0].tolist() == np.argsort(-cos)[:3].tolist()  # a batch of one
+    assert [n.index for n in nearest(g, q)] == np.argsort(-cos)[:8].tolist()
+    assert g.thumbnail(0).mode == "RGB"
+    out = Output(probs={}, embedding=q, sphere=np.array([0.0, 3, 4]))
+    np.testing.assert_allclose(g.place(out)["sphere"], [0, 0.6, 0.8], atol=1e-6)  # the Output's own sphere
+    assert g.place(q, sphere=np.array([[0.0, 3, 4]]))["sphere"].shape == (3,)
+    one = Gallery(embedding=emb[:1], coords={"umap": np.array([[1.0, 2, 3]])}, labels={}, names={}, paths=["x_a.jpg"],
+                  thumbs=[buf.getvalue()])
+    np.testing.assert_allclose(one.place(q)["umap"], [1, 2, 3])
+    save_file({"backbone.w": np.zeros(2, np.float32)}, tmp_path / "model.safetensors")
+    g.save(tmp_path)
+    with np.load(g.save(tmp_path) / "gallery.npz") as z:  # again, over the first
+        assert z["coords_sphere"].dtype == z["coords_umap"].dtype == np.float32
 
 
 @pytest.mark.parametrize("path, expected", [
@@ -1309,6 +1455,8 @@ def test_gallery_file_names_the_weights_by_their_sha256_and_refuses_newer_format
     ("x_not-detected-227939.jpg", ("Untitled", "")),
     ("x_l-homme-a-la-guitare.jpg", ("L'homme a la Guitare", "")),
     ("x_1234-composition.jpg", ("1234 Composition", "")),
+    ("x_Xerxes-1929-.jpg", ("Xerxes", "1929")),                           # dashes, not letters, trimmed
+    ("claude-monet_.jpg", ("Untitled", "")),                                # no title words at all
 ])
 def test_titles_from_more_file_names(path, expected):
     from artattr.embed.gallery import title_from_path
@@ -1358,6 +1506,9 @@ def test_heatmaps_are_resized_to_the_upload_bilinearly():
     np.testing.assert_allclose(squash, [[0, 0.25, 0.75, 1]] * 2, atol=1e-6)
     crop = to_upload(heat, SimpleNamespace(config=SimpleNamespace(resize="center_crop")), (6, 4))
     np.testing.assert_allclose(crop, [[0, 0, 0.25, 0.75, 1, 0]] * 4, atol=1e-6)
+    assert squash.dtype == crop.dtype == np.float32
+    tall = to_upload(heat, SimpleNamespace(config=SimpleNamespace(resize="center_crop")), (2, 8))  # rows 3 and 4
+    np.testing.assert_allclose(tall, [[0, 0]] * 3 + [[0, 1]] * 2 + [[0, 0]] * 3, atol=1e-6)
 
 
 def test_the_default_model_card_carries_hub_metadata_and_every_trust_number():
