@@ -42,10 +42,11 @@ def _flatten_alpha(img: Image.Image) -> Image.Image:
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
+    # a colour key (a PNG's tRNS chunk: one grey level or colour that is see-through) is transparency too
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode in ("P", "L", "RGB") and "transparency" in img.info):
+        return _flatten_alpha(img)
     if img.mode == "RGB":
         return img
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        return _flatten_alpha(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # 16/32-bit grayscale: scale the real range to 8 bits rather than clipping at 255.
         arr = np.asarray(img, dtype=np.float64)

@@ -207,6 +207,17 @@ def test_transparency_is_paper_white():
     np.testing.assert_array_equal(np.asarray(load_image(pa))[0], [[255, 255, 255], [255, 0, 0]])
 
 
+@pytest.mark.parametrize("mode, key, pixels", [("L", 100, [[100, 30]]), ("RGB", (10, 20, 30), [[(10, 20, 30), (10, 20, 31)]])])
+def test_a_png_colour_key_is_paper_white_too(mode, key, pixels):
+    """A grey or RGB PNG whose tRNS chunk makes one value see-through: that value is white, a value
+    one step off keeps its colour (grey 30 -> (30, 30, 30))."""
+    buf = io.BytesIO()
+    Image.fromarray(np.array(pixels, np.uint8), mode).save(buf, "PNG", transparency=key)
+    assert "transparency" in Image.open(io.BytesIO(buf.getvalue())).info
+    kept = [30, 30, 30] if mode == "L" else [10, 20, 31]
+    np.testing.assert_array_equal(np.asarray(load_image(buf.getvalue()))[0], [[255, 255, 255], kept])
+
+
 @pytest.mark.parametrize("orientation, upright", [
     (2, lambda a: a[:, ::-1]), (3, lambda a: a[::-1, ::-1]), (4, lambda a: a[::-1]),
     (5, lambda a: a.transpose(1, 0, 2)), (6, lambda a: np.rot90(a, -1)), (7, lambda a: a[::-1, ::-1].transpose(1, 0, 2)),
