@@ -100,7 +100,7 @@ def run_batches(model, paths: list[Path], batch_size: int = BATCH_SIZE, locate: 
     :class:`artattr.Predictor`, or what :func:`artattr.load` takes (then loaded while the first batches
     are being decoded: importing torch and reading the weights take ~5 s on 2 cores).
 
-    Decoding and finding the painting (~6 ms of CPU per image, mostly Python between OpenCV calls)
+    Decoding and finding the painting (~7 ms of CPU per 160-px scan, mostly Python between OpenCV calls)
     run in a pool of processes, one per core, started before torch is imported and decoding well
     ahead, at a lower priority so that loading the model and then the forward passes come first
     (they still get every cycle those leave).
@@ -110,7 +110,6 @@ def run_batches(model, paths: list[Path], batch_size: int = BATCH_SIZE, locate: 
     processes, a script calling this needs the ``if __name__ == "__main__":`` guard."""
     import multiprocessing
 
-    from . import load
     from .config import read_config
     from .hub import resolve
     from .preprocess import Preprocess
@@ -124,13 +123,16 @@ def run_batches(model, paths: list[Path], batch_size: int = BATCH_SIZE, locate: 
                                    initializer=_start_decoder)
     try:
         decoding = deque(decoders.submit(decode_batch, preprocess, batch, locate) for batch in batches[:ahead])
-        predictor = model if directory is None else load(directory)
+        if directory is not None:  # only now: `artattr.load` imports torch (~3.5 s), which the decoders overlap
+            from . import load
+
+            model = load(directory)
         import torch
 
         def answer(batch: list[Path], decoded) -> list[tuple]:
             decoded = decoded.result()
             good = [pixels for pixels, _, err in decoded if err is None]
-            outputs = iter(predictor.forward_batch(predictor.normalise(torch.from_numpy(np.stack(good)))) if good else ())
+            outputs = iter(model.forward_batch(model.normalise(torch.from_numpy(np.stack(good)))) if good else ())
             results = []
             for path, (_, corners, err) in zip(batch, decoded):
                 output = None if err else next(outputs)
