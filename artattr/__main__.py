@@ -1,8 +1,6 @@
 """``python -m artattr``: the command line (:mod:`artattr.cli`)."""
 
-import sys
-
-from artattr.cli import main
+from artattr.cli import entry
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

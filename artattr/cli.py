@@ -20,7 +20,7 @@ import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NoReturn
 
 import numpy as np
 
@@ -243,3 +243,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def exit_now(code: int) -> NoReturn:
+    """End a finished command without the interpreter's finalisation. With torch loaded that takes ~1 s
+    of one core and does nothing a finished command needs (its files are closed, its output is flushed
+    here): 4 % of a 2,000-image run on 2 cores. Under torchrun it is also where gloo's worker threads,
+    still freeing the last all-reduce's tensors, could abort a rank after its work was done
+    ("terminate called without an active exception": 1 of 30 two-rank runs here; pytorch#179291)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def entry() -> NoReturn:
+    """The ``artattr`` command and ``python -m artattr``."""
+    exit_now(main())

@@ -11,6 +11,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 import artattr
+from artattr.cli import exit_now
 from train import dist
 from train.args import make_args
 from train.data import Vocab
@@ -48,4 +49,4 @@ def main(folder: Path) -> None:
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]))
-    dist.leave(0)
+    exit_now(0)

@@ -39,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     code = main()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun
-        from train.dist import leave
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun (see exit_now)
+        from artattr.cli import exit_now
 
-        leave(code)
+        exit_now(code)
     sys.exit(code)

@@ -8,10 +8,8 @@ variables everything here is a no-op, so a single process runs exactly the code 
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import NoReturn
 
 import numpy as np
 import torch
@@ -87,12 +85,3 @@ def teardown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
 
-
-def leave(code: int) -> NoReturn:
-    """End a process that was in a process group without Python's finalisation. Gloo's worker threads may
-    still be releasing the last collective's tensors, which takes the GIL; once the interpreter is finalising
-    that aborts the process ("terminate called without an active exception", SIGABRT) after its work is done,
-    and torchrun then fails the run. It happened in about 1 of 30 two-rank runs here (pytorch#179291)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
