@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 
 COMMANDS = {
@@ -38,9 +37,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    code = main()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun (see exit_now)
-        from artattr.cli import exit_now
+    from artattr.cli import exit_now
 
-        exit_now(code)
-    sys.exit(code)
+    exit_now(main())

@@ -84,4 +84,3 @@ def setup(device: str = "auto") -> tuple[Dist, torch.device]:
 def teardown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
-
