@@ -201,6 +201,20 @@ def test_cli_predict_json_and_errors(painting, bad_files):
     assert bad_model.returncode == 2 and "Unknown model" in bad_model.stderr
 
 
+def test_installed_command_works_from_any_directory(painting, tmp_path):
+    """`pip install -e .` (as ./run and .ci/run do) gives an `artattr` command that runs outside the repo
+    and ends with the CLI's exit code (it leaves through exit_now, skipping the interpreter's finalisation)."""
+    command = Path(sys.executable).with_name("artattr")
+    if not command.exists():
+        pytest.skip("the project is not pip-installed in this venv (./run and .ci/run install it)")
+    out = subprocess.run([str(command), "predict", str(painting), str(tmp_path / "missing.jpg"), "--json", "--top-k", "1"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert out.returncode == 1, out.stderr  # the missing file was skipped
+    records = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["path"] for r in records] == [str(painting)] and len(records[0]["predictions"]["style"]) == 1
+    assert out.stderr.rstrip().endswith("start-up included") and "1 of 2 images done, 1 skipped" in out.stderr
+
+
 @pytest.mark.parametrize("code, heavy", [
     # what the app's UI process uses: configs, images, outputs, overlays, the explorer, the worker client
     ("import artattr, artattr.embed, artattr.hub, artattr.overlay, artattr.worker; artattr.read_config(artattr.hub.DEFAULT_DIR)",
