@@ -8,10 +8,10 @@ How: :func:`candidates` proposes quads from long near-horizontal and near-vertic
 edges + Hough transform on a ~320 px copy) and measures each (edge support per side, smoothness just
 outside and inside, colour contrast across the sides, how the colours inside differ from those
 outside, how busy with edges it is inside and outside, area, distance from the border, nesting in or
-around a frame-like quad). A small neural
+around a frame-like quad; several of these again against the image's other candidates). A small neural
 network fitted on synthetic wall photos against clean scans and everyday photos (``python -m train
 locate`` → ``artattr/locate.json``) predicts each quad's overlap with the painted surface; the best
-quad is the painted surface if its score clears a threshold set so that ~1.5 % of clean scans it
+quad is the painted surface if its score clears a threshold set so that ~1.25 % of clean scans it
 never saw would be cropped. Nothing convincing — a clean scan, a detail, a fresco wall, an everyday photo —
 means the whole image is used: :func:`find_painting` returns ``None``.
 
@@ -249,10 +249,28 @@ def _frames(quads: np.ndarray, support: np.ndarray) -> tuple[np.ndarray, np.ndar
     return inside_frame, is_frame
 
 
-#: What :func:`candidates` measures of each quad, in this order (``artattr/locate.json`` weighs them).
-FEATURES = ("support_min", "support_mean", "rough_out_max", "rough_out_mean", "rough_in_mean", "contrast_min",
-            "contrast_mean", "area", "border_margin", "inside_frame", "is_frame", "outside_spread",
-            "palette_distance", "outside_entropy", "edges_in", "edges_out")
+#: What :func:`candidates` measures of each quad on its own.
+OWN_FEATURES = ("support_min", "support_mean", "rough_out_max", "rough_out_mean", "rough_in_mean", "contrast_min",
+                "contrast_mean", "area", "border_margin", "inside_frame", "is_frame", "outside_spread",
+                "palette_distance", "outside_entropy", "edges_in", "edges_out")
+#: Measurements also taken relative to the image's other candidates — minus the largest of them for
+#: the first group, minus the smallest for the second — and how many candidates there are. A quad is
+#: judged against its rivals: in a wall photo the painted surface stands out from every other
+#: rectangle, in a scan no rectangle does. (Cross-validated on 2,700 wall photos, same scorer size and
+#: share of clean scans cropped: crops with IoU >= 0.9 went from 77 % to 80 %, photos left whole from 9 % to 7 %.)
+VS_MAX = ("support_min", "support_mean", "contrast_min", "contrast_mean", "palette_distance")
+VS_MIN = ("rough_out_max", "rough_out_mean", "rough_in_mean", "edges_in", "edges_out")
+#: Every column of :func:`candidates`' features, in order (``artattr/locate.json`` weighs them).
+FEATURES = (OWN_FEATURES + tuple(f"{name}_vs_max" for name in VS_MAX) + ("candidates",)
+            + tuple(f"{name}_vs_min" for name in VS_MIN))
+
+
+def _relative(own: np.ndarray) -> np.ndarray:
+    """The columns of :data:`FEATURES` after :data:`OWN_FEATURES`, from the image's candidates' own ones."""
+    column = {name: own[:, k] for k, name in enumerate(OWN_FEATURES)}
+    return np.stack([column[name] - column[name].max() for name in VS_MAX]
+                    + [np.full(len(own), len(own) / MAX_CANDIDATES)]
+                    + [column[name] - column[name].min() for name in VS_MIN], axis=1)
 
 
 def candidates(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
@@ -267,7 +285,8 @@ def candidates(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
     frame, mat or wall is one colour all round); how different the colours inside and outside it are
     and how varied the outside is; the share of edge pixels inside and outside it (a painting is busy, a
     frame and wall plain); its area and distance from the image border; and whether it sits inside
-    a frame-like quad or has one inside it (then it is a frame's outer edge, not the painting).
+    a frame-like quad or has one inside it (then it is a frame's outer edge, not the painting); and
+    several of these again relative to the other candidates (:data:`VS_MAX`, :data:`VS_MIN`).
     """
     cv2 = _cv2()
     scale = min(1.0, WORK_SIZE / max(image.size))
@@ -310,7 +329,7 @@ def candidates(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
                          np.log1p(contrast.min(axis=1)), np.log1p(contrast.mean(axis=1)),
                          _area(quads) / (w * h), border, inside_frame, is_frame, np.log1p(spread), distance, entropy,
                          edges_in, edges_out], axis=1)
-    return quads / np.array([w, h]), features
+    return quads / np.array([w, h]), np.concatenate([features, _relative(features)], axis=1)
 
 
 @functools.lru_cache(maxsize=1)

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from artattr.images import load_image
-from artattr.locate import (ANGLE_STEP, DECODE_SIZE, MAX_TILT, _edge_density, _lines, _vertical_peaks, find_painting,
-                            rectify)
+from artattr.locate import (ANGLE_STEP, DECODE_SIZE, FEATURES, MAX_CANDIDATES, MAX_TILT, OWN_FEATURES, _edge_density,
+                            _lines, _relative, _vertical_peaks, candidates, find_painting, rectify, score)
 from train.composite import corners_to_box, quad_iou, render_wall_photo
 
 PHOTOS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "photos500"
@@ -117,6 +117,41 @@ def test_edge_density_inside_and_outside_a_quad_is_counted_by_hand():
     inside, outside = _edge_density(edges, np.stack([block, whole]))
     np.testing.assert_allclose(inside, [1.0, 1260 / 8000])
     np.testing.assert_allclose(outside, [60 / 6800, 0.0])
+
+
+def test_candidates_are_also_measured_against_their_rivals_by_hand():
+    """Three candidates whose support_min is 0.5, 0.9, 0.7 and edges_out 0.2, 0.1, 0.4: against the
+    best support they are -0.4, 0, -0.2, against the least edges_out +0.1, 0, +0.3, and each image
+    says it has 3 of MAX_CANDIDATES candidates."""
+    own = np.zeros((3, len(OWN_FEATURES)))
+    own[:, OWN_FEATURES.index("support_min")] = [0.5, 0.9, 0.7]
+    own[:, OWN_FEATURES.index("edges_out")] = [0.2, 0.1, 0.4]
+    relative = dict(zip(FEATURES[len(OWN_FEATURES):], _relative(own).T))
+    np.testing.assert_allclose(relative["support_min_vs_max"], [-0.4, 0, -0.2])
+    np.testing.assert_allclose(relative["edges_out_vs_min"], [0.1, 0, 0.3])
+    np.testing.assert_allclose(relative["candidates"], [3 / MAX_CANDIDATES] * 3)
+    assert len(FEATURES) == len(OWN_FEATURES) + _relative(own).shape[1]
+
+
+def test_train_locate_fits_a_scorer_the_locator_reads(tmp_path, data_dir, painting):
+    """``python -m train locate`` on a few wall photos writes plain JSON: the locator's feature names,
+    an MLP from those features through ``--hidden`` units to one score, a finite threshold, and what
+    it was fitted on; its layers score a photo's candidates."""
+    from train.fit_locate import main as fit_locate
+
+    out = tmp_path / "locate.json"
+    assert fit_locate(["--data", str(data_dir), "--walls", "6", "--clean", "20", "--calibrate", "20", "--hidden", "8",
+                       "--workers", "2", "--out", str(out)]) == 0
+    fitted = json.loads(out.read_text())
+    assert fitted["features"] == list(FEATURES)
+    shapes = [(np.shape(layer["weights"]), np.shape(layer["bias"])) for layer in fitted["layers"]]
+    assert shapes == [((len(FEATURES), 8), (8,)), ((8, 1), (1,))]
+    assert np.isfinite(fitted["threshold"])
+    assert {k: fitted["fitted_on"][k] for k in ("walls", "clean", "calibrate", "hidden")} == \
+        {"walls": 6, "clean": 20, "calibrate": 20, "hidden": 8}
+    layers = [(np.array(layer["weights"]), np.array(layer["bias"])) for layer in fitted["layers"]]
+    quads, features = candidates(_framed(painting)[0])
+    assert score(features, layers).shape == (len(quads),) and len(quads)
 
 
 def test_near_vertical_search_equals_opencvs_full_scan(data_dir, val_rows):
