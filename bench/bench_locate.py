@@ -1,14 +1,14 @@
 """Issue 18 numbers: attribution of phone photos of paintings, with and without finding the painting.
 
-Run: .venv/bin/python bench/bench_locate.py [--n 300] [--seed 18]. Renders ``--n`` val paintings as
-wall photos (``train.composite.render_wall_photo``, 1024 px, 30 % on photos500 backgrounds, fixed
+Run: .venv/bin/python bench/bench_locate.py [--n 300] [--seed 18] [--size 1024]. Renders ``--n`` val paintings as
+wall photos (``train.composite.render_wall_photo``, ``--size`` px, 30 % on photos500 backgrounds, fixed
 seed) and reports style top-1 on the clean files, on the photos as they are, on the photos with
 ``artattr.locate`` (the library default), and with the true painted surface cut out (the ceiling
 for any locator), over all photos and apart for those on a plain wall and those on a photo as the
 wall; how many the trust flags call "not a painting"; the crop's IoU with the true placement, and
 why crops miss it (no right quad proposed, the right one scored under the threshold, another one
 picked); how many clean val scans (all, or a random ``--clean`` of them) are left uncropped and
-whether their accuracy changes; the locator's CPU time per 1024 px photo; how many photos500
+whether their accuracy changes; the locator's CPU time per photo; how many photos500
 pictures get a crop.
 Targets: photo + locate within 5 points of clean; >= 98 % of clean scans uncropped; <= 30 ms; <= 5 %
 of wall photos flagged "not a painting".
@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=300, help="val paintings rendered as wall photos")
     parser.add_argument("--clean", type=int, default=0, help="clean val scans checked (default: all)")
     parser.add_argument("--seed", type=int, default=18)
+    parser.add_argument("--size", type=int, default=1024, help="longer side of the wall photos (phones: 1000-4000)")
     args = parser.parse_args()
 
     import artattr
@@ -56,7 +57,7 @@ def main() -> None:
     for row in tqdm(picked, desc="wall photos"):
         background = Image.open(backgrounds[rng.integers(len(backgrounds))]) if rng.random() < 0.3 else None
         on_photo.append(background is not None)
-        photo, quad = render_wall_photo(Image.open(DATA / row["path"]), rng, background, size=1024)
+        photo, quad = render_wall_photo(Image.open(DATA / row["path"]), rng, background, size=args.size)
         buf = io.BytesIO()
         photo.save(buf, "JPEG", quality=92)  # what an upload is: JPEG bytes
         jpeg = buf.getvalue()
@@ -99,7 +100,7 @@ def main() -> None:
     photos = [find_painting(Image.open(p).convert("RGB")) is not None for p in tqdm(backgrounds, desc="photos500")]
 
     ious_a, on_photo = np.array(ious), np.array(on_photo)
-    print(f"\n## Wall photos of {args.n} val paintings (seed {args.seed}, 1024 px)\n")
+    print(f"\n## Wall photos of {args.n} val paintings (seed {args.seed}, {args.size} px)\n")
     print(f"| input | style top-1 | on a plain wall ({(~on_photo).sum()}) | on a photo as the wall ({on_photo.sum()}) |")
     print("|---|---:|---:|---:|")
     for name, h in [*hits.items(), ('flagged "not a painting" (photo + locate)', not_artwork)]:
@@ -111,7 +112,7 @@ def main() -> None:
           f"{np.mean(ious_a[~on_photo] >= 0.9):.1%}")
     print("crops with IoU < 0.9: " + ", ".join(f"{why} {n / args.n:.1%}" for why, n in sorted(misses.items())))
     locator, added = (np.array(t) * 1000 for t in zip(*times))
-    print(f"locator CPU time per decoded 1024 px photo: median {np.median(locator):.1f} ms, p90 "
+    print(f"locator CPU time per decoded {args.size} px photo: median {np.median(locator):.1f} ms, p90 "
           f"{np.percentile(locator, 90):.1f} ms; CPU time added to an upload's decode (larger decode + locate + "
           f"rectify): median {np.median(added):.1f} ms")
     print(f"\nclean val scans: {1 - cropped / n_clean:.2%} left uncropped ({cropped} of {n_clean} cropped); "
