@@ -52,7 +52,7 @@ def wall_example(path: Path, backgrounds: list[Path], seed: list[int], size: int
 
 def wall_examples(paths: list[Path], backgrounds: list[Path], seed: int, size: int = 1024,
                   workers: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """:func:`wall_example` of each painting, rendered on every core (a 1024 px photo takes ~0.5 s)."""
+    """:func:`wall_example` of each painting, rendered on every core (2,500 photos at 1024 px: ~4 min on 2 cores)."""
     with ProcessPoolExecutor(workers or os.cpu_count()) as pool:
         jobs = pool.map(wall_example, paths, itertools.repeat(backgrounds), ([seed, k] for k in range(len(paths))),
                         itertools.repeat(size), chunksize=8)
