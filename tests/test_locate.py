@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 from artattr.images import load_image
 from artattr.locate import (ANGLE_STEP, DECODE_SIZE, FEATURES, MAX_CANDIDATES, MAX_TILT, OWN_FEATURES, _edge_density,
                             _lines, _relative, _vertical_peaks, candidates, find_painting, rectify, score)
-from train.composite import corners_to_box, quad_iou, render_wall_photo
+from train.composite import corners_to_box, patterned_wall, quad_iou, render_wall_photo
 
 PHOTOS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "photos500"
 
@@ -174,18 +174,22 @@ def test_near_vertical_search_equals_opencvs_full_scan(data_dir, val_rows):
     assert peaks > 100
 
 
-def test_wall_photos_are_cropped_to_the_painted_surface(data_dir, val_rows):
+@pytest.mark.parametrize("wall, right, median", [("plain", 0.6, 0.9), ("patterned", 0.35, 0.75)])
+def test_wall_photos_are_cropped_to_the_painted_surface(data_dir, val_rows, wall, right, median):
     """Synthetic 1024 px phone photos (frame, wall, perspective, light, JPEG) of real val paintings,
-    decoded as uploads are: the crop matches the known placement (IoU >= 0.9) on most of them."""
+    decoded as uploads are: the crop matches the known placement (IoU >= 0.9) on most of them on a
+    plain wall; on striped, panelled or brick walls, whose lines outvote the frame's, on about half
+    (``right`` and ``median``: what is required, a margin under what the locator does)."""
     rng = np.random.default_rng(7)
     ious = []
     for row in val_rows[11:41]:
-        photo, quad = render_wall_photo(Image.open(data_dir / row["path"]), rng, size=1024)
+        background = patterned_wall(rng) if wall == "patterned" else None
+        photo, quad = render_wall_photo(Image.open(data_dir / row["path"]), rng, background, size=1024)
         upload = load_image(_upload(photo), draft_size=DECODE_SIZE)
         ious.append(quad_iou(_found(upload), quad * np.array(upload.size) / np.array(photo.size)))
     ious = np.array(ious)
-    assert np.mean(ious >= 0.9) >= 0.6, ious.round(2)
-    assert np.median(ious) >= 0.9, ious.round(2)
+    assert np.mean(ious >= 0.9) >= right, ious.round(2)
+    assert np.median(ious) >= median, ious.round(2)
 
 
 def test_clean_scans_are_left_whole(data_dir, val_rows):

@@ -7,8 +7,9 @@ photo — for three uses: to measure and tune the painting locator (``artattr.lo
 ``bench/bench_locate.py``, ``tests/test_locate.py``), as training positives for the "is this a
 painting" signal, and as augmentation for a classifier that should survive imperfect crops.
 
-The one entry point is :func:`render_wall_photo`; its signature and the meaning of the returned
-corners are a stable interface other modules build on.
+The one entry point is :func:`render_wall_photo` (:func:`patterned_wall` makes a wallpapered,
+panelled or brick wall to hang it on); its signature and the meaning of the returned corners are a
+stable interface other modules build on.
 
     from train.composite import render_wall_photo
     photo, quad = render_wall_photo(Image.open(path), np.random.default_rng(0), size=1024)
@@ -69,6 +70,40 @@ def _wall(rng: np.random.Generator, h: int, w: int, background: Image.Image | No
     wall = wall * (1 + 0.08 * _smooth_noise(rng, h, w, 4)[..., None])           # uneven light
     wall = wall + rng.normal(0, rng.uniform(1, 6), (h, w, 1)).astype(np.float32)  # plaster grain
     return wall
+
+
+#: Looks of :func:`patterned_wall`, drawn with equal probability.
+WALL_PATTERNS = ("stripes", "wallpaper", "planks", "bricks", "plaster")
+
+
+def patterned_wall(rng: np.random.Generator, size: int = 1024) -> Image.Image:
+    """A ``size``-px square wall with a pattern — striped or printed wallpaper, wood panelling, brick or
+    tiles, rough plaster or fabric — to pass as ``background`` to :func:`render_wall_photo`. Period
+    rooms and galleries are not all painted plain, and every seam, plank or stripe is a long straight
+    line a locator may take for a frame's edge (``bench/bench_locate.py`` measures how often it does)."""
+    pattern = WALL_PATTERNS[rng.integers(len(WALL_PATTERNS))]
+    colour = _WALL_COLOURS[rng.integers(len(_WALL_COLOURS))] * rng.uniform(0.8, 1.15)
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
+    if rng.random() < 0.5 and pattern in ("stripes", "planks"):
+        x, y = y, x  # horizontal stripes, vertical planks
+    period = rng.uniform(0.015, 0.08) * size
+    if pattern == "stripes":
+        shade = 1 + rng.uniform(0.04, 0.15) * np.sign(np.sin(2 * np.pi * x / period))
+    elif pattern == "wallpaper":  # a printed motif repeated on a grid
+        tile = _smooth_noise(rng, max(2, round(period)), max(2, round(period)), 4)
+        shade = 1 + rng.uniform(0.05, 0.2) * np.tile(tile, (size // len(tile) + 1,) * 2)[:size, :size]
+    elif pattern == "planks":  # grain along the planks, a dark seam between them
+        grain = cv2.resize(rng.uniform(-1, 1, (8, max(4, size // 4))).astype(np.float32), (size, size))
+        shade = (1 + 0.12 * grain) * np.where(x % (3 * period) < 2, 0.55, 1.0)
+    elif pattern == "bricks":  # rows of bricks or tiles, every other row shifted, pale mortar joints
+        height = period * rng.uniform(0.8, 1.5)
+        row = np.floor(y / height)
+        joint = (y % height < 0.12 * height) | ((x + (row % 2) * period) % (2 * period) < 0.12 * height)
+        shade = np.where(joint, rng.uniform(1.2, 1.6), 1 + 0.1 * rng.uniform(-1, 1, (int(row.max()) + 1, 1))[row.astype(int), 0])
+    else:  # plaster or fabric: strong fine-grained texture
+        shade = 1 + rng.uniform(0.05, 0.15) * cv2.GaussianBlur(rng.normal(0, 1, (size, size)).astype(np.float32), (0, 0), 1.5) * 3
+    wall = colour * shade.astype(np.float32)[..., None]
+    return Image.fromarray(np.clip(wall, 0, 255).astype(np.uint8))
 
 
 def _frame(rng: np.random.Generator, ph: int, pw: int, style: str, width: int, mat: int) -> np.ndarray:
