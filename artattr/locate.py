@@ -5,8 +5,9 @@ the model learnt from tight scans: on such photos style accuracy fell from 86 % 
 the painted surface and rectifies mild perspective, so the model sees what it was trained on.
 
 How: :func:`candidates` proposes quads from long near-horizontal and near-vertical lines (Canny
-edges + Hough transform on a ~320 px copy) and measures each (edge support per side, smoothness just
-outside and inside, colour contrast across the sides, how the colours inside differ from those
+edges + Hough transform on a ~320 px copy; not those running through the whole photo, a patterned
+wall's) and measures each (edge support per side, smoothness just outside and inside, colour
+contrast across the sides, how the colours inside differ from those
 outside, how busy with edges it is inside and outside, area, distance from the border, nesting in or
 around a frame-like quad; several of these again against the image's other candidates). A small neural
 network fitted on synthetic wall photos against clean scans and everyday photos (``python -m train
@@ -42,6 +43,9 @@ MIN_SUPPORT = 0.35
 CANNY = (15, 45)
 #: Candidates scored per image, those with the best-supported sides first (bounds the time).
 MAX_CANDIDATES = 150
+#: A line with edges along half of this share of the image at each of its ends runs through the whole
+#: photo: a wall's stripe, seam or mortar joint, never a side of the painted surface.
+THROUGH_ENDS = 0.08
 #: Lines tilted more than this (degrees) are not a frame seen by someone facing the painting.
 MAX_TILT = 8.0
 #: The painted surface covers at least this fraction of the photo.
@@ -91,7 +95,9 @@ def _vertical_peaks(edges: np.ndarray, threshold: int) -> np.ndarray:
 
 def _lines(edges: np.ndarray, horizontal: bool, limit: int = 10) -> np.ndarray:
     """Strongest distinct near-axis lines as ``(offset, slope)``: ``y = offset + slope * x`` for
-    horizontal lines, ``x = offset + slope * y`` for vertical ones."""
+    horizontal lines, ``x = offset + slope * y`` for vertical ones; without those that run through the
+    whole image (edges at both of its ends, :data:`THROUGH_ENDS`): on a striped, panelled or brick
+    wall they would outvote the shorter sides of the painting."""
     cv2 = _cv2()
     h, w = edges.shape
     tilt = np.deg2rad(MAX_TILT)
@@ -111,10 +117,14 @@ def _lines(edges: np.ndarray, horizontal: bool, limit: int = 10) -> np.ndarray:
         lines = np.stack([rho / np.cos(theta), -np.tan(theta)], axis=1)
         span = h
     start, end = lines[:, 0], lines[:, 0] + lines[:, 1] * span  # where each line enters and leaves the image
+    along = _coverage(lines, cv2.dilate(edges, np.ones((3, 1) if horizontal else (1, 3), np.uint8)) > 0, horizontal)
+    ends = max(2, round(THROUGH_ENDS * span))
+    through = (along[:, ends] >= ends / 2) & (along[:, -1] - along[:, -1 - ends] >= ends / 2)
     kept, left = [], np.arange(len(lines))
     while len(left) and len(kept) < limit:  # Hough returns the most voted first: keep it, drop its near-duplicates
         k = left[0]
-        kept.append(k)
+        if not through[k]:
+            kept.append(k)
         left = left[np.maximum(np.abs(start[left] - start[k]), np.abs(end[left] - end[k])) > 4]
     return lines[kept].reshape(-1, 2)
 

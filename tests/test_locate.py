@@ -87,22 +87,43 @@ def _assert_lines(found: np.ndarray, drawn: list) -> None:
 
 
 def test_lines_drawn_at_known_places_are_found_there():
-    """Edge maps with lines drawn by hand: the Hough search finds each line as ``(offset, slope)`` —
-    ``x = offset + slope * y`` for near-vertical lines, ``y = offset + slope * x`` for near-horizontal
-    ones — within the transform's resolution, once each, and nothing tilted more than MAX_TILT."""
+    """Edge maps with lines drawn by hand (each ending 10 % short of the image's edges, as a frame's
+    sides do): the Hough search finds each line as ``(offset, slope)`` — ``x = offset + slope * y``
+    for near-vertical lines, ``y = offset + slope * x`` for near-horizontal ones — within the
+    transform's resolution, once each, and nothing tilted more than MAX_TILT."""
     import cv2
 
     vertical = np.zeros((200, 240), np.uint8)  # h x w
-    cv2.line(vertical, (40, 0), (60, 200), 255)  # x = 40 + 0.1 y: theta near pi (the far end of OpenCV's range)
-    cv2.line(vertical, (200, 0), (180, 200), 255)  # x = 200 - 0.1 y: theta near 0
-    cv2.line(vertical, (120, 0), (120, 199), 255)
-    cv2.line(vertical, (90, 0), (150, 200), 255)  # 16.7 degrees off vertical: not a frame seen face on
+    cv2.line(vertical, (42, 20), (58, 180), 255)  # x = 40 + 0.1 y: theta near pi (the far end of OpenCV's range)
+    cv2.line(vertical, (198, 20), (182, 180), 255)  # x = 200 - 0.1 y: theta near 0
+    cv2.line(vertical, (120, 20), (120, 179), 255)
+    cv2.line(vertical, (96, 20), (144, 180), 255)  # 16.7 degrees off vertical: not a frame seen face on
     _assert_lines(_lines(vertical, False), [[40, 0.1], [120, 0], [200, -0.1]])
 
     horizontal = np.zeros((200, 240), np.uint8)
-    cv2.line(horizontal, (0, 30), (239, 30), 255)
-    cv2.line(horizontal, (0, 170), (240, 158), 255)  # y = 170 - 0.05 x
+    cv2.line(horizontal, (24, 30), (215, 30), 255)
+    cv2.line(horizontal, (24, 169), (216, 159), 255)  # y = 170 - 0.05 x
     _assert_lines(_lines(horizontal, True), [[30, 0], [170, -0.05]])
+
+
+def test_lines_through_the_whole_image_are_left_out():
+    """A striped wall: stripes drawn across the whole image, each with more Hough votes than any side
+    of the painting, whose sides are drawn across 60 % of it. Only the sides come back — a line
+    through the whole photo cannot be a side of a painting hanging inside it — and the stripes don't
+    take the places of weaker lines (``limit``)."""
+    import cv2
+
+    stripes = (15, 45, 100, 150, 185)
+    horizontal = np.zeros((200, 240), np.uint8)
+    for y in stripes:
+        cv2.line(horizontal, (0, y), (239, y), 255)
+    cv2.line(horizontal, (48, 60), (191, 60), 255)
+    cv2.line(horizontal, (48, 130), (191, 130), 255)
+    found = _lines(horizontal, True, limit=2)
+    _assert_lines(found, [[60, 0], [130, 0]])
+
+    vertical = horizontal.T.copy()  # the same wall with upright stripes (planks, wallpaper)
+    _assert_lines(_lines(vertical, False, limit=2), [[60, 0], [130, 0]])
 
 
 def test_edge_density_inside_and_outside_a_quad_is_counted_by_hand():
@@ -174,12 +195,12 @@ def test_near_vertical_search_equals_opencvs_full_scan(data_dir, val_rows):
     assert peaks > 100
 
 
-@pytest.mark.parametrize("wall, right, median", [("plain", 0.6, 0.9), ("patterned", 0.35, 0.75)])
+@pytest.mark.parametrize("wall, right, median", [("plain", 0.6, 0.9), ("patterned", 0.45, 0.85)])
 def test_wall_photos_are_cropped_to_the_painted_surface(data_dir, val_rows, wall, right, median):
     """Synthetic 1024 px phone photos (frame, wall, perspective, light, JPEG) of real val paintings,
     decoded as uploads are: the crop matches the known placement (IoU >= 0.9) on most of them on a
-    plain wall; on striped, panelled or brick walls, whose lines outvote the frame's, on about half
-    (``right`` and ``median``: what is required, a margin under what the locator does)."""
+    plain wall; on striped, panelled or brick walls, whose seams and stripes make many more lines, on
+    over half (``right`` and ``median``: what is required, a margin under what the locator does)."""
     rng = np.random.default_rng(7)
     ious = []
     for row in val_rows[11:41]:
