@@ -7,9 +7,9 @@ the painted surface and rectifies mild perspective, so the model sees what it wa
 How: :func:`candidates` proposes quads from long near-horizontal and near-vertical lines (Canny
 edges + Hough transform on a ~320 px copy; not those running through the whole photo, a patterned
 wall's) and measures each (edge support per side, smoothness just outside and inside, colour
-contrast across the sides, how the colours inside differ from those
-outside, how busy with edges it is inside and outside, area, distance from the border, nesting in or
-around a frame-like quad; several of these again against the image's other candidates). A small neural
+contrast across the sides, how the colours inside differ from those outside, how busy with edges it
+is inside and outside, area, distance from the border, nesting in or around a frame-like quad;
+several of these again against the image's other candidates). A small neural
 network fitted on synthetic wall photos against clean scans and everyday photos (``python -m train
 locate`` → ``artattr/locate.json``) predicts each quad's overlap with the painted surface; the best
 quad is the painted surface if its score clears a threshold set so that ~1.25 % of clean scans it
