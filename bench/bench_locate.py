@@ -54,11 +54,12 @@ def main() -> None:
 
     hits = {"clean": [], "photo": [], "photo + locate": [], "photo + true crop": []}
     ious, times, whole, misses, not_artwork, walls = [], [], 0, {}, [], []
+    kinds = ("a plain wall", "a patterned wall", "a photo as the wall")
     for row in tqdm(picked, desc="wall photos"):
         wall = rng.random()
         background = (Image.open(backgrounds[rng.integers(len(backgrounds))]) if wall < 0.3 else
                       patterned_wall(rng, args.size) if wall < 0.5 else None)
-        walls.append("a photo as the wall" if wall < 0.3 else "a patterned wall" if wall < 0.5 else "a plain wall")
+        walls.append(kinds[2 if wall < 0.3 else 1 if wall < 0.5 else 0])
         photo, quad = render_wall_photo(Image.open(DATA / row["path"]), rng, background, size=args.size)
         buf = io.BytesIO()
         photo.save(buf, "JPEG", quality=92)  # what an upload is: JPEG bytes
@@ -102,7 +103,6 @@ def main() -> None:
     photos = [find_painting(Image.open(p).convert("RGB")) is not None for p in tqdm(backgrounds, desc="photos500")]
 
     ious_a, walls = np.array(ious), np.array(walls)
-    kinds = ("a plain wall", "a patterned wall", "a photo as the wall")
     print(f"\n## Wall photos of {args.n} val paintings (seed {args.seed}, {args.size} px)\n")
     print("| input | style top-1 | " + " | ".join(f"on {k} ({(walls == k).sum()})" for k in kinds) + " |")
     print("|---|---:|" + "---:|" * len(kinds))
