@@ -145,7 +145,7 @@ def _linear_head(x: np.ndarray, y: np.ndarray, n: int, steps: int = 100) -> torc
 
 def artist_folds(v: Views, rows: list, config: artattr.ModelConfig, feat_dim: int, folds: int = 5) -> dict:
     """How unknown-artist scores look for painters an artist head never saw: for each artist fold,
-    an artist head is fitted on the cached training paintings of the *other* folds' artists
+    an artist head is fitted on every training painting of the *other* folds' artists
     (known ones as classes, the rest as "other") and its temperature on their val paintings, then
     every val painting of the held-out fold (known artist or not) is an unknown-artist painting.
 
@@ -162,11 +162,11 @@ def artist_folds(v: Views, rows: list, config: artattr.ModelConfig, feat_dim: in
 
     known, unseen, aurocs = [], [], []
     for f in tqdm(range(folds), desc="artist folds"):
-        tr = [k for k, i in enumerate(v.train_rows) if rows[i].artist_fold != f]
-        classes = sorted({artist(v.train_rows[k]) for k in tr} | {other})
+        tr = [k for k, i in enumerate(v.train_all_rows) if rows[i].artist_fold != f]
+        classes = sorted({artist(v.train_all_rows[k]) for k in tr} | {other})
         remap = {c: j for j, c in enumerate(classes)}
-        head = _linear_head(np.ascontiguousarray(v.train[tr, :feat_dim]),
-                            np.array([remap[artist(v.train_rows[k])] for k in tr]), len(classes))
+        head = _linear_head(np.ascontiguousarray(v.train_all[tr, :feat_dim]),
+                            np.array([remap[artist(v.train_all_rows[k])] for k in tr]), len(classes))
         logits = head(torch.from_numpy(np.ascontiguousarray(v.val[:, :feat_dim]))).detach().numpy()
         seen = np.array([rows[i].artist_fold != f for i in v.val_rows])
         y = np.array([remap.get(artist(i), -1) for i in v.val_rows])

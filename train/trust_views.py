@@ -126,8 +126,10 @@ class Views:
 
     val: np.ndarray               # (n_val, F) every val painting, clean
     val_rows: np.ndarray          # their row indices
-    train: np.ndarray             # a sample of training paintings, clean
+    train: np.ndarray             # a sample of training paintings, clean (artwork head positives)
     train_rows: np.ndarray
+    train_all: np.ndarray         # every training painting, clean (the artist-fold check)
+    train_all_rows: np.ndarray
     train_museum: np.ndarray      # training paintings as museum photos / degraded scans (positives)
     train_scan: np.ndarray
     val_museum: np.ndarray        # val paintings as museum photos / scans: false alarms, never fitted on
@@ -137,9 +139,10 @@ class Views:
 
 
 def sample_train(rows: list, known: set[str], per_artist: int = 15, n_other: int = 1000, seed: int = 0) -> np.ndarray:
-    """Training rows for the cache: ``per_artist`` paintings of each known artist and ``n_other`` of
-    everybody else; the clean views use a random 1,400 of them (~8 per known artist), enough for the
-    artist-fold check on two shared CPU cores."""
+    """Training rows for the artwork head's positives: ``per_artist`` paintings of each known artist
+    and ``n_other`` of everybody else; the clean views use a random 1,400 of them (~8 per known
+    artist), the museum photos and degraded scans others. (The artist-fold check uses every training
+    painting: its stand-in artist heads need them.)"""
     rng = np.random.default_rng(seed)
     by_artist: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
@@ -155,13 +158,16 @@ def sample_train(rows: list, known: set[str], per_artist: int = 15, n_other: int
 PHOTO_VIEWS = ("photo", "photo", "photo", "closeup")
 
 
-def view_items(config: artattr.ModelConfig, rows: list, photos: str | Path) -> tuple[dict, np.ndarray, np.ndarray, list[str]]:
-    """``({name: [(path, view, seed), ...]}, val rows, clean train rows, photo wnids)``: every cached feature set."""
+def view_items(config: artattr.ModelConfig, rows: list, photos: str | Path
+               ) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """``({name: [(path, view, seed), ...]}, val rows, sampled clean train rows, all train rows, photo
+    wnids)``: every cached feature set."""
     import csv
 
     unknown = config.unknown_label.get("artist")
     known = set(config.tasks.get("artist", [])) - {unknown}
     val_rows = np.array([i for i, r in enumerate(rows) if r.split == "val"])
+    all_train_rows = np.array([i for i, r in enumerate(rows) if r.split == "train"])
     train_rows = sample_train(rows, known)
     rng = np.random.default_rng(1)
     museum_rows = rng.choice(train_rows, min(1500, len(train_rows)), replace=False)
@@ -176,20 +182,22 @@ def view_items(config: artattr.ModelConfig, rows: list, photos: str | Path) -> t
         return [(rows[i].path, view, int(salt + i)) for i in idx]
 
     return ({"val": items(val_rows, "clean", 0), "train": items(clean_rows, "clean", 0),
+             "train_all": items(all_train_rows, "clean", 0),
             "photos": [(str(Path(photos) / m["path"]), view, 1000 * k + v)
                        for k, m in enumerate(photo_meta) for v, view in enumerate(("clean", *PHOTO_VIEWS))],
             "train_museum": items(museum_rows, "museum", 10 ** 6), "train_scan": items(scan_rows, "scan", 2 * 10 ** 6),
             "val_museum": items(vmuseum_rows, "museum", 3 * 10 ** 6), "val_scan": items(vscan_rows, "scan", 4 * 10 ** 6)},
-            val_rows, clean_rows, [m["wnid"] for m in photo_meta])
+            val_rows, clean_rows, all_train_rows, [m["wnid"] for m in photo_meta])
 
 
 def build_views(predictor: artattr.Predictor, data: str | Path, photos: str | Path, cache: str | Path,
                 workers: int = 1) -> Views:
     """Compute (or read from ``cache``) every feature set the trust heads and thresholds need."""
-    its, val_rows, clean_rows, wnids = view_items(predictor.config, read_rows(data), photos)
+    its, val_rows, clean_rows, all_train_rows, wnids = view_items(predictor.config, read_rows(data), photos)
     f = {name: cached_features(predictor, Path(cache), name, items, workers) for name, items in its.items()}
-    return Views(f["val"], val_rows, f["train"], clean_rows, f["train_museum"], f["train_scan"], f["val_museum"],
-                 f["val_scan"], f["photos"].reshape(len(wnids), 1 + len(PHOTO_VIEWS), -1), wnids)
+    return Views(f["val"], val_rows, f["train"], clean_rows, f["train_all"], all_train_rows, f["train_museum"],
+                 f["train_scan"], f["val_museum"], f["val_scan"], f["photos"].reshape(len(wnids), 1 + len(PHOTO_VIEWS), -1),
+                 wnids)
 
 
 def photo_groups(wnids: list[str], n_groups: int = 20) -> np.ndarray:
