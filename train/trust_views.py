@@ -161,7 +161,7 @@ PHOTO_VIEWS = ("photo", "photo", "photo", "closeup")
 def view_items(config: artattr.ModelConfig, rows: list, photos: str | Path
                ) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """``({name: [(path, view, seed), ...]}, val rows, sampled clean train rows, all train rows, photo
-    wnids)``: every cached feature set."""
+    wnids)``: every cached feature set (the sampled clean rows are read out of ``train_all``)."""
     import csv
 
     unknown = config.unknown_label.get("artist")
@@ -181,8 +181,7 @@ def view_items(config: artattr.ModelConfig, rows: list, photos: str | Path
     def items(idx, view, salt):
         return [(rows[i].path, view, int(salt + i)) for i in idx]
 
-    return ({"val": items(val_rows, "clean", 0), "train": items(clean_rows, "clean", 0),
-             "train_all": items(all_train_rows, "clean", 0),
+    return ({"val": items(val_rows, "clean", 0), "train_all": items(all_train_rows, "clean", 0),
             "photos": [(str(Path(photos) / m["path"]), view, 1000 * k + v)
                        for k, m in enumerate(photo_meta) for v, view in enumerate(("clean", *PHOTO_VIEWS))],
             "train_museum": items(museum_rows, "museum", 10 ** 6), "train_scan": items(scan_rows, "scan", 2 * 10 ** 6),
@@ -195,7 +194,8 @@ def build_views(predictor: artattr.Predictor, data: str | Path, photos: str | Pa
     """Compute (or read from ``cache``) every feature set the trust heads and thresholds need."""
     its, val_rows, clean_rows, all_train_rows, wnids = view_items(predictor.config, read_rows(data), photos)
     f = {name: cached_features(predictor, Path(cache), name, items, workers) for name, items in its.items()}
-    return Views(f["val"], val_rows, f["train"], clean_rows, f["train_all"], all_train_rows, f["train_museum"],
+    train = f["train_all"][np.searchsorted(all_train_rows, clean_rows)]  # the sample's rows, sorted, are train rows
+    return Views(f["val"], val_rows, train, clean_rows, f["train_all"], all_train_rows, f["train_museum"],
                  f["train_scan"], f["val_museum"], f["val_scan"], f["photos"].reshape(len(wnids), 1 + len(PHOTO_VIEWS), -1),
                  wnids)
 
