@@ -56,10 +56,11 @@ def main() -> None:
     ious, times, whole, misses, not_artwork, walls = [], [], 0, {}, [], []
     kinds = ("a plain wall", "a patterned wall", "a photo as the wall")
     for row in tqdm(picked, desc="wall photos"):
-        wall = rng.random()
-        background = (Image.open(backgrounds[rng.integers(len(backgrounds))]) if wall < 0.3 else
-                      patterned_wall(rng, args.size) if wall < 0.5 else None)
-        walls.append(kinds[2 if wall < 0.3 else 1 if wall < 0.5 else 0])
+        u = rng.random()
+        wall = kinds[2] if u < 0.3 else kinds[1] if u < 0.5 else kinds[0]
+        background = (Image.open(backgrounds[rng.integers(len(backgrounds))]) if wall == kinds[2] else
+                      patterned_wall(rng, args.size) if wall == kinds[1] else None)
+        walls.append(wall)
         photo, quad = render_wall_photo(Image.open(DATA / row["path"]), rng, background, size=args.size)
         buf = io.BytesIO()
         photo.save(buf, "JPEG", quality=92)  # what an upload is: JPEG bytes
