@@ -80,7 +80,7 @@ def decode_batch(preprocess, paths: list[Path], locate: bool) -> list[tuple]:
     for path in paths:
         try:
             picture, corners = preprocess.find(path, locate)
-            decoded.append((np.asarray(preprocess.resize(picture), dtype=np.uint8), corners, None))
+            decoded.append((preprocess.array(picture), corners, None))
         except ValueError as err:
             decoded.append((None, None, str(err)))
         except OSError as err:  # missing, unreadable, a folder where a file was expected

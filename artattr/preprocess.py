@@ -86,7 +86,11 @@ class Preprocess:
         of the float input: what DataLoader workers should pass between processes). ValueError if unusable."""
         import torch
 
-        return torch.from_numpy(np.asarray(self.resize(self.load(image)), dtype=np.uint8).copy())
+        return torch.from_numpy(self.array(image))
+
+    def array(self, image: ImageInput) -> np.ndarray:
+        """:meth:`pixels` as a numpy array, for processes without torch (the CLI's decoders)."""
+        return np.asarray(self.resize(self.load(image)), dtype=np.uint8).copy()
 
     def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 ``(..., S, S, 3)`` -> normalised float ``(..., 3, S, S)`` (keeps a channels-last layout)."""

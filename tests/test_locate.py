@@ -302,14 +302,16 @@ def test_cli_batches_stream_answers_as_they_come(predictor, painting_paths):
 def test_cli_batches_give_each_file_its_own_answer(predictor, painting_paths, bad_files, tmp_path, locate, loaded):
     """The CLI's pipeline (decoding processes, forward passes side by side on one torch thread each)
     over more batches than are answered at once, with the model loaded or loaded by the pipeline:
-    every file in input order, each with the answers and crop it gets alone; torch's threads as before."""
+    every file in input order, each with the answers and crop it gets alone (also a scan enlarged to
+    960 px, which locating decodes larger than the model's input); torch's threads as before."""
     import torch
 
     from artattr.cli import run_batches
 
     photo, _ = _framed(painting_paths[0])
     (tmp_path / "wall.jpg").write_bytes(_upload(photo))
-    paths = [painting_paths[1], tmp_path / "wall.jpg", bad_files["notes.txt"], *painting_paths[2:9]]
+    (tmp_path / "large.jpg").write_bytes(_upload(Image.open(painting_paths[9]).resize((960, 720))))
+    paths = [painting_paths[1], tmp_path / "wall.jpg", bad_files["notes.txt"], *painting_paths[2:9], tmp_path / "large.jpg"]
     threads = torch.get_num_threads()
     results = list(run_batches(predictor if loaded else "default", paths, batch_size=2, locate=locate))
     assert torch.get_num_threads() == threads
