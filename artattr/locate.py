@@ -14,7 +14,9 @@ network fitted on synthetic wall photos against clean scans and everyday photos 
 locate`` → ``artattr/locate.json``) predicts each quad's overlap with the painted surface; the best
 quad is the painted surface if its score clears a threshold set so that ~1.25 % of clean scans it
 never saw would be cropped. Nothing convincing — a clean scan, a detail, a fresco wall, an everyday photo —
-means the whole image is used: :func:`find_painting` returns ``None``.
+means the whole image is used: :func:`find_painting` returns ``None``. A best quad scoring a little under
+the threshold is a maybe (:func:`locate_views`): the predictor shows the model both it and the whole
+image, and takes the quad only when the model confirms it is the painting (:func:`artattr.output.pick`).
 
 The corners are fractions of the image's width and height, so one answer serves every copy of the
 upload (the model's small decode, the app's display copy, the original file). Everything here is
@@ -50,6 +52,10 @@ THROUGH_ENDS = 0.08
 MAX_TILT = 8.0
 #: The painted surface covers at least this fraction of the photo.
 MIN_AREA = 0.05
+#: A best quad scoring from this up to the fitted threshold is a maybe: on a busy wall (wallpaper, a
+#: room, a poster wall) the painted surface often scores there; so does the best quad of ~15 % of clean
+#: scans, which the model's artwork head then tells apart (:func:`artattr.output.pick`).
+MAYBE = 0.1
 #: The fitted candidate scorer (``python -m train locate`` writes it).
 WEIGHTS_FILE = Path(__file__).with_name("locate.json")
 
@@ -367,15 +373,22 @@ def score(features: np.ndarray, layers: list | None = None) -> np.ndarray:
     return x[:, 0]
 
 
+def best_quad(image: Image.Image) -> tuple[np.ndarray | None, float]:
+    """The candidate most like the painted surface, as corners (see :func:`find_painting`), and its
+    score; ``(None, -inf)`` when there is no candidate."""
+    quads, features = candidates(image)
+    if not len(quads):
+        return None, -np.inf
+    scores = score(features)
+    best = int(np.argmax(scores))
+    return quads[best], float(scores[best])
+
+
 def find_painting(image: Image.Image) -> np.ndarray | None:
     """Corners (4, 2) of the painted surface — top-left, top-right, bottom-right, bottom-left, as
     fractions of the image's width and height — or ``None`` when the whole image should be used."""
-    quads, features = candidates(image)
-    if not len(quads):
-        return None
-    scores = score(features)
-    best = int(np.argmax(scores))
-    return quads[best] if scores[best] >= _scorer()[1] else None
+    corners, best = best_quad(image)
+    return corners if best >= _scorer()[1] else None
 
 
 def rectify(image: Image.Image, corners: np.ndarray | None, max_side: int | None = None) -> Image.Image:
@@ -397,7 +410,18 @@ def rectify(image: Image.Image, corners: np.ndarray | None, max_side: int | None
     return Image.fromarray(flat)
 
 
+def locate_views(image: Image.Image, maybe: bool = False) -> list[tuple[Image.Image, np.ndarray | None]]:
+    """What to show the model, as ``(picture, corners)`` pairs: the painted surface when a quad clears the
+    threshold, else the whole image, and with ``maybe`` also a best quad scoring from :data:`MAYBE` up, for
+    the model to confirm (:func:`artattr.output.pick`)."""
+    corners, best = best_quad(image)
+    if best >= _scorer()[1]:
+        return [(rectify(image, corners), corners)]
+    if maybe and best >= MAYBE:
+        return [(image, None), (rectify(image, corners), corners)]
+    return [(image, None)]
+
+
 def locate_painting(image: Image.Image) -> tuple[Image.Image, np.ndarray | None]:
     """``(painted surface, corners)``, or ``(image, None)`` when no painting stands out from it."""
-    corners = find_painting(image)
-    return rectify(image, corners), corners
+    return locate_views(image)[0]

@@ -16,7 +16,7 @@ from .config import ModelConfig
 from .hub import resolve
 from .images import ImageInput
 from .models.heads import ARTWORK_KEY, EMBEDDING_KEYS
-from .output import Output, flags, recalibrate
+from .output import Output, flags, pick, recalibrate
 from .preprocess import Preprocess
 from .output import top_k as _top_k
 
@@ -58,7 +58,8 @@ class Predictor:
 
     def find(self, image: ImageInput, locate: bool | None = None) -> tuple[Image.Image, np.ndarray | None]:
         """``(picture, corners)``: the upload decoded and the painting cut out of it unless ``locate`` (by
-        default the predictor's) is off; see :meth:`artattr.preprocess.Preprocess.find`."""
+        default the predictor's) is off; see :meth:`artattr.preprocess.Preprocess.find`. A quad the locator is
+        unsure of is left to :meth:`run`, which asks the model (:func:`artattr.output.pick`)."""
         return self.preprocess.find(image, self.locate if locate is None else locate)
 
     def pixels(self, image: ImageInput) -> torch.Tensor:
@@ -116,22 +117,23 @@ class Predictor:
         return [self.top_k(o, top_k) for o in self.run_batch(images, batch_size)]
 
     def run_batch(self, images: Iterable[ImageInput], batch_size: int = 32, locate: bool | None = None) -> list[Output]:
-        outputs, pending, crops = [], [], []
+        locate = self.locate if locate is None else locate
+        maybe = "artwork" in self.config.thresholds  # a maybe quad needs the artwork head to confirm it
+        outputs, pending, views = [], [], []
         for i, image in enumerate(images):
             try:
-                picture, corners = self.find(image, locate)
-                pending.append(self.to_tensor(picture))
-                crops.append(corners)
+                found = self.preprocess.views(image, locate, maybe)
             except ValueError as err:
                 raise ValueError(f"image {i} ({image if isinstance(image, (str, Path)) else type(image).__name__}): {err}") from None
-            if len(pending) == batch_size:
+            pending += [self.to_tensor(picture) for picture, _ in found]
+            views.append([corners for _, corners in found])
+            if len(pending) >= batch_size:
                 outputs += self.forward_batch(torch.stack(pending))
                 pending = []
         if pending:
             outputs += self.forward_batch(torch.stack(pending))
-        for output, corners in zip(outputs, crops):
-            output.crop = corners
-        return outputs
+        answers = iter(outputs)
+        return [pick([next(answers) for _ in corners], corners) for corners in views]
 
     def embed(self, image: ImageInput) -> np.ndarray:
         """Unit-norm retrieval embedding of one image (what the similar-works search compares)."""

@@ -18,7 +18,7 @@ from PIL import Image
 
 from .config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
 from .images import ImageInput, load_image
-from .locate import DECODE_SIZE, locate_painting
+from .locate import DECODE_SIZE, locate_views
 
 if TYPE_CHECKING:
     import torch
@@ -62,14 +62,19 @@ class Preprocess:
 
     def find(self, image: ImageInput, locate: bool = True) -> tuple[Image.Image, np.ndarray | None]:
         """Decode an upload and cut out the painting (:func:`artattr.locate.locate_painting`):
-        ``(picture, corners)``, corners ``None`` when the whole image is used. Locating needs a larger
-        decode than the model's input (a frame is a few pixels wide at 160 px): JPEGs then decode at
-        ``DECODE_SIZE``, once. Pictures under ``MIN_SIDE`` px on a side are refused."""
+        ``(picture, corners)``, corners ``None`` when the whole image is used."""
+        return self.views(image, locate)[0]
+
+    def views(self, image: ImageInput, locate: bool = True, maybe: bool = False) -> list[tuple[Image.Image, np.ndarray | None]]:
+        """Decode an upload and what of it to show the model (:func:`artattr.locate.locate_views`): one
+        ``(picture, corners)`` pair, or with ``maybe`` two when a quad needs the model to confirm it.
+        Locating needs a larger decode than the model's input (a frame is a few pixels wide at 160 px):
+        JPEGs then decode at ``DECODE_SIZE``, once. Pictures under ``MIN_SIDE`` px on a side are refused."""
         img = load_image(image, draft_size=max(DECODE_SIZE, self.size)) if locate else self.load(image)
         if min(img.size) < MIN_SIDE:
             raise ValueError(f"The image is {img.width}×{img.height} px: too small to judge; "
                              f"upload one at least {MIN_SIDE} px on each side.")
-        return locate_painting(img) if locate else (img, None)
+        return locate_views(img, maybe) if locate else [(img, None)]
 
     def resize(self, img: Image.Image) -> Image.Image:
         size, resample = self.size, RESAMPLE[self.resample]

@@ -9,7 +9,8 @@ photo as the wall; how many the trust flags call "not a painting"; the crop's Io
 why crops miss it (no right quad proposed, the right one scored under the threshold, another one
 picked); how many clean val scans (all, or a random ``--clean`` of them) are left uncropped and
 whether their accuracy changes; the locator's CPU time per photo; how many photos500
-pictures get a crop.
+pictures get a crop; how often the model is asked about a maybe quad. Crops are those ``Predictor.run`` makes
+(maybe quads included, see ``artattr.output.pick``).
 Targets: photo + locate within 5 points of clean; >= 98 % of clean scans uncropped; <= 30 ms; <= 5 %
 of wall photos flagged "not a painting".
 """
@@ -39,7 +40,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import artattr
-    from artattr.locate import DECODE_SIZE, _scorer, candidates, find_painting, rectify, score
+    from artattr.locate import DECODE_SIZE, _scorer, candidates, find_painting, locate_views, rectify, score
     from train.composite import patterned_wall, quad_iou, render_wall_photo
 
     predictor = artattr.load("default")
@@ -53,7 +54,7 @@ def main() -> None:
         return styles[int(output.probs["style"].argmax())] == row["style"]
 
     hits = {"clean": [], "photo": [], "photo + locate": [], "photo + true crop": []}
-    ious, times, whole, misses, not_artwork, walls = [], [], 0, {}, [], []
+    ious, times, whole, misses, not_artwork, walls, wall_maybes = [], [], 0, {}, [], [], 0
     kinds = ("a plain wall", "a patterned wall", "a photo as the wall")
     for row in tqdm(picked, desc="wall photos"):
         u = rng.random()
@@ -69,6 +70,7 @@ def main() -> None:
         hits["photo"].append(style_ok(predictor.run(jpeg, locate=False), row))
         located = predictor.run(jpeg)
         hits["photo + locate"].append(style_ok(located, row))
+        wall_maybes += len(locate_views(artattr.load_image(jpeg, draft_size=DECODE_SIZE), maybe=True)) == 2
         not_artwork.append(artattr.flags(located, predictor.config)["not_artwork"])
         truth = quad / np.array(photo.size)
         hits["photo + true crop"].append(style_ok(predictor.run(rectify(photo, truth), locate=False), row))
@@ -94,14 +96,16 @@ def main() -> None:
 
     # every clean val scan: is it left whole, and does locating change its answer?
     clean = rows if not args.clean else [rows[i] for i in rng.choice(len(rows), args.clean, replace=False)]
-    cropped, changed, n_clean = 0, 0, len(clean)
+    cropped, changed, maybes, n_clean = 0, 0, 0, len(clean)
     for row in tqdm(clean, desc="clean val scans"):
         image = artattr.load_image(DATA / row["path"])
-        if find_painting(image) is not None:
+        maybes += len(locate_views(image, maybe=True)) == 2
+        located = predictor.run(image)  # with the model's say on a maybe quad
+        if located.crop is not None:
             cropped += 1
-            changed += style_ok(predictor.run(image), row) - style_ok(predictor.run(image, locate=False), row)
+            changed += style_ok(located, row) - style_ok(predictor.run(image, locate=False), row)
 
-    photos = [find_painting(Image.open(p).convert("RGB")) is not None for p in tqdm(backgrounds, desc="photos500")]
+    photos = [predictor.run(p).crop is not None for p in tqdm(backgrounds, desc="photos500")]
 
     ious_a, walls = np.array(ious), np.array(walls)
     print(f"\n## Wall photos of {args.n} val paintings (seed {args.seed}, {args.size} px)\n")
@@ -119,6 +123,8 @@ def main() -> None:
     print(f"locator CPU time per decoded {args.size} px photo: median {np.median(locator):.1f} ms, p90 "
           f"{np.percentile(locator, 90):.1f} ms; CPU time added to an upload's decode (larger decode + locate + "
           f"rectify): median {np.median(added):.1f} ms")
+    print(f"a maybe quad (the model asked, one more forward pass): {wall_maybes / args.n:.1%} of wall photos, "
+          f"{maybes / n_clean:.1%} of clean scans")
     print(f"\nclean val scans: {1 - cropped / n_clean:.2%} left uncropped ({cropped} of {n_clean} cropped); "
           f"net change in style hits from locating: {changed:+d} ({changed / n_clean:+.2%} accuracy)")
     print(f"photos500 (everyday photos): {np.mean(photos):.1%} given a crop ({sum(photos)} of {len(photos)})")
