@@ -15,9 +15,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 from artattr.images import load_image
-from artattr.locate import (ANGLE_STEP, DECODE_SIZE, FEATURES, MAX_CANDIDATES, MAX_TILT, OWN_FEATURES, _edge_density,
-                            MAYBE, _lines, _relative, _scorer, _vertical_peaks, best_quad, candidates, find_painting,
-                            rectify, score)
+from artattr.locate import (ANGLE_STEP, DECODE_SIZE, FEATURES, MAX_CANDIDATES, MAX_TILT, MAYBE, OWN_FEATURES, SIZES,
+                            _edge_density, _lines, _relative, _scorer, _vertical_peaks, best_quad, candidates,
+                            find_painting, rectify, score)
 from artattr.output import Output, pick
 from train.composite import corners_to_box, patterned_wall, quad_iou, render_wall_photo
 
@@ -66,6 +66,21 @@ def test_hand_placed_painting_is_found_and_flattened(painting):
     assert abs(flat.width - 300) <= 6 and abs(flat.height - 220) <= 6
     diff = np.abs(np.asarray(flat.resize(art.size), float) - np.asarray(art, float)).mean()
     assert diff < 12, f"the rectified crop differs from the painting by {diff:.1f} grey levels"
+
+
+def test_a_small_painting_far_off_is_found_by_the_second_search(painting, monkeypatch):
+    """A bare canvas pasted by hand at 110×88 px on a 640×480 wall: its sides are under a fifth of the
+    photo, so the usual search finds no quad; the search for a smaller one finds the box."""
+    import artattr.locate
+
+    wall = Image.new("RGB", (640, 480), (205, 200, 190))
+    wall.paste(Image.open(painting).convert("RGB").resize((110, 88)), (400, 300))
+    with monkeypatch.context() as patch:
+        patch.setattr(artattr.locate, "SIZES", SIZES[:1])
+        assert len(candidates(wall)[0]) == 0
+    corners = find_painting(wall)
+    assert corners is not None
+    np.testing.assert_allclose(corners_to_box(corners * np.array(wall.size)), [400, 300, 510, 388], atol=4)
 
 
 def test_dark_paintings_in_black_frames_are_found(data_dir, val_rows):
