@@ -72,14 +72,14 @@ def text(rec: dict) -> str:
     return "\n".join(lines)
 
 
-def decode_batch(preprocess, paths: list[Path], locate: bool, maybe: bool) -> list[tuple]:
+def decode_batch(preprocess, paths: list[Path], locate: bool) -> list[tuple]:
     """``(pixels, corners, None)`` or ``(None, None, message)`` for each path: the model's uint8 views of
     the file and their corners (:meth:`artattr.preprocess.Preprocess.views`: the painting found in it,
     or the whole picture and a quad for the model to confirm). Runs in the decoding processes, without torch."""
     decoded = []
     for path in paths:
         try:
-            views = preprocess.views(path, locate, maybe)
+            views = preprocess.views(path, locate)
             decoded.append(([preprocess.array(picture) for picture, _ in views], [corners for _, corners in views], None))
         except ValueError as err:
             decoded.append((None, None, str(err)))
@@ -117,15 +117,13 @@ def run_batches(model, paths: list[Path], batch_size: int = BATCH_SIZE, locate: 
 
     workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # cores we may use
     directory = None if hasattr(model, "forward_batch") else resolve(model)
-    config = model.config if directory is None else read_config(directory)
-    preprocess = Preprocess.from_config(config)
-    maybe = "artwork" in config.thresholds  # a quad the locator is unsure of needs the artwork head to confirm it
+    preprocess = model.preprocess if directory is None else Preprocess.from_config(read_config(directory))
     ahead = max(2 * workers, (256 << 20) // (batch_size * 3 * preprocess.size ** 2))  # ~256 MB of pixels
     batches = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
     decoders = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"),
                                    initializer=_start_decoder)
     try:
-        decoding = deque(decoders.submit(decode_batch, preprocess, batch, locate, maybe) for batch in batches[:ahead])
+        decoding = deque(decoders.submit(decode_batch, preprocess, batch, locate) for batch in batches[:ahead])
         if directory is not None:  # only now: `artattr.load` imports torch (~3.5 s), which the decoders overlap
             from . import load
 
@@ -147,7 +145,7 @@ def run_batches(model, paths: list[Path], batch_size: int = BATCH_SIZE, locate: 
                 for i, batch in enumerate(batches):
                     answering.append(forwards.submit(answer, batch, decoding.popleft()))
                     if i + ahead < len(batches):
-                        decoding.append(decoders.submit(decode_batch, preprocess, batches[i + ahead], locate, maybe))
+                        decoding.append(decoders.submit(decode_batch, preprocess, batches[i + ahead], locate))
                     if len(answering) > workers:
                         yield from answering.popleft().result()
                 while answering:

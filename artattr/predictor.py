@@ -118,11 +118,10 @@ class Predictor:
 
     def run_batch(self, images: Iterable[ImageInput], batch_size: int = 32, locate: bool | None = None) -> list[Output]:
         locate = self.locate if locate is None else locate
-        maybe = "artwork" in self.config.thresholds  # a maybe quad needs the artwork head to confirm it
         outputs, pending, views = [], [], []
         for i, image in enumerate(images):
             try:
-                found = self.preprocess.views(image, locate, maybe)
+                found = self.preprocess.views(image, locate)
             except ValueError as err:
                 raise ValueError(f"image {i} ({image if isinstance(image, (str, Path)) else type(image).__name__}): {err}") from None
             pending += [self.to_tensor(picture) for picture, _ in found]

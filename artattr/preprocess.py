@@ -9,7 +9,7 @@ which is imported on first use: the CLI's decoding processes start in a fraction
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -39,6 +39,10 @@ class Preprocess:
     mean: tuple[float, ...] = tuple(IMAGENET_MEAN)
     std: tuple[float, ...] = tuple(IMAGENET_STD)
     resample: str = "bilinear"
+    #: the model can confirm a quad the locator is unsure of (it has an artwork head): :meth:`views`
+    #: then shows it both that quad and the whole image (:func:`artattr.output.pick` chooses). Out of the
+    #: repr, which keys the trainer's feature cache: it changes no pixel.
+    confirm: bool = field(default=False, repr=False)
 
     def __post_init__(self):
         if self.resize_mode not in RESIZE_MODES:
@@ -53,7 +57,7 @@ class Preprocess:
     @classmethod
     def from_config(cls, config: ModelConfig) -> "Preprocess":
         return cls(int(config.input_size), config.resize, tuple(map(float, config.mean)), tuple(map(float, config.std)),
-                   config.resample)
+                   config.resample, confirm="artwork" in config.thresholds)
 
     def load(self, image: ImageInput) -> Image.Image:
         """Decode (see :func:`artattr.images.load_image`), skipping detail the model never sees: a JPEG
@@ -63,18 +67,19 @@ class Preprocess:
     def find(self, image: ImageInput, locate: bool = True) -> tuple[Image.Image, np.ndarray | None]:
         """Decode an upload and cut out the painting (:func:`artattr.locate.locate_painting`):
         ``(picture, corners)``, corners ``None`` when the whole image is used."""
-        return self.views(image, locate)[0]
+        return self.views(image, locate, maybe=False)[0]
 
-    def views(self, image: ImageInput, locate: bool = True, maybe: bool = False) -> list[tuple[Image.Image, np.ndarray | None]]:
+    def views(self, image: ImageInput, locate: bool = True, maybe: bool | None = None) -> list[tuple[Image.Image, np.ndarray | None]]:
         """Decode an upload and what of it to show the model (:func:`artattr.locate.locate_views`): one
-        ``(picture, corners)`` pair, or with ``maybe`` two when a quad needs the model to confirm it.
+        ``(picture, corners)`` pair, or two when a quad needs the model to confirm it (``maybe``: by
+        default :attr:`confirm`).
         Locating needs a larger decode than the model's input (a frame is a few pixels wide at 160 px):
         JPEGs then decode at ``DECODE_SIZE``, once. Pictures under ``MIN_SIDE`` px on a side are refused."""
         img = load_image(image, draft_size=max(DECODE_SIZE, self.size)) if locate else self.load(image)
         if min(img.size) < MIN_SIDE:
             raise ValueError(f"The image is {img.width}×{img.height} px: too small to judge; "
                              f"upload one at least {MIN_SIDE} px on each side.")
-        return locate_views(img, maybe) if locate else [(img, None)]
+        return locate_views(img, self.confirm if maybe is None else maybe) if locate else [(img, None)]
 
     def resize(self, img: Image.Image) -> Image.Image:
         size, resample = self.size, RESAMPLE[self.resample]

@@ -355,7 +355,7 @@ def test_cli_batches_stream_answers_as_they_come(predictor, painting_paths):
     from artattr.cli import run_batches
 
     class Counting:  # the session predictor, counting its forward passes
-        preprocess, normalise, config, passes = predictor.preprocess, predictor.normalise, predictor.config, 0
+        preprocess, normalise, passes = predictor.preprocess, predictor.normalise, 0
 
         def forward_batch(self, batch):
             self.passes += 1
