@@ -271,14 +271,18 @@ def test_a_maybe_quad_is_taken_when_the_model_confirms_it_by_hand():
 MAYBES = [(10, 410, True), (14, 574, True), (31, 1271, True), (41, 1681, True), (5, 205, False), (89, 3649, False)]
 
 
+def _wall_photo(data_dir: Path, seed: int, row: int, background: Image.Image | None = None) -> tuple[Image.Image, np.ndarray]:
+    """``(photo, placement)``: val row ``row`` (in metadata.csv order) as a seeded 1024 px wall photo."""
+    rows = [r for r in csv.DictReader(open(data_dir / "metadata.csv")) if r["split"] == "val"]
+    return render_wall_photo(Image.open(data_dir / rows[row]["path"]), np.random.default_rng(seed), background, size=1024)
+
+
 def _busy_wall(data_dir: Path, seed: int, row: int) -> tuple[Image.Image, np.ndarray]:
     """``(photo, placement)``: one of :data:`MAYBES`."""
-    rows = [r for r in csv.DictReader(open(data_dir / "metadata.csv")) if r["split"] == "val"]
     backgrounds = sorted((PHOTOS / "images").glob("*.jpg"))[::5]
     if not backgrounds:
         pytest.skip(f"photos500 not found at {PHOTOS}")
-    return render_wall_photo(Image.open(data_dir / rows[row]["path"]), np.random.default_rng(seed),
-                             Image.open(backgrounds[seed % len(backgrounds)]), size=1024)
+    return _wall_photo(data_dir, seed, row, Image.open(backgrounds[seed % len(backgrounds)]))
 
 
 def test_busy_walls_maybe_quads_are_taken_when_right(predictor, data_dir):
@@ -309,9 +313,8 @@ def test_a_painting_found_in_the_photo_is_not_called_a_photo(predictor, data_dir
     head alone would flag are not flagged; photos500 stays flagged (test_trust)."""
     import artattr
 
-    rows = [r for r in csv.DictReader(open(data_dir / "metadata.csv")) if r["split"] == "val"]
     for seed, row in FOUND_BUT_DOUBTED:
-        photo, quad = render_wall_photo(Image.open(data_dir / rows[row]["path"]), np.random.default_rng(seed), size=1024)
+        photo, quad = _wall_photo(data_dir, seed, row)
         out = predictor.run(_upload(photo))
         assert out.crop is not None and quad_iou(out.crop * np.array(photo.size), quad) >= 0.9, f"seed {seed}"
         assert out.artwork_score < predictor.config.thresholds["artwork"], f"seed {seed}: the head no longer doubts it"
