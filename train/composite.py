@@ -29,6 +29,9 @@ FRAME_STYLES = ("flat", "bevel", "gilded", "mat", "none")
 #: Largest corner shift of the perspective warp, as a fraction of the photo's size ("mild": a phone
 #: held roughly square to the wall).
 MAX_PERSPECTIVE = 0.06
+#: How far (a fraction of its side) a located quad's corner may miss the painted surface's in
+#: :func:`photo_view`: on wall photos the locator's quads are mostly within a few per cent.
+QUAD_ERROR = 0.04
 _FRAME_COLOURS = np.array([(20, 18, 16), (235, 232, 225), (176, 140, 60), (200, 165, 80), (110, 70, 40),
                            (70, 45, 25), (160, 160, 165), (60, 60, 62), (140, 100, 60)], dtype=np.float32)
 _WALL_COLOURS = np.array([(235, 232, 224), (210, 205, 195), (120, 30, 35), (40, 60, 90), (70, 90, 70),
@@ -193,19 +196,44 @@ def _photograph(painting: Image.Image, rng: np.random.Generator, background: Ima
     M = cv2.getPerspectiveTransform(src, dst)
     photo = cv2.warpPerspective(wall, M, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     quad = cv2.perspectiveTransform(flat_quad[None], M)[0].astype(np.float64)
-    # light: exposure, colour temperature, gradient and an optional glare spot
+    return _camera(photo, rng, max(W, H)), quad
+
+
+def _camera(photo: np.ndarray, rng: np.random.Generator, size: float) -> Image.Image:
+    """What the phone does to the float ``photo`` (H, W, 3): exposure, colour temperature, uneven light, an
+    optional glare spot, blur, sensor noise and JPEG compression (quality 60-95). ``size``: the longer side
+    of the whole photo in pixels, which blur and glare scale with (``photo`` may be a part of it)."""
+    H, W = photo.shape[:2]
     photo *= rng.uniform(0.6, 1.3) * np.array([1 + rng.uniform(-0.08, 0.08), 1, 1 + rng.uniform(-0.08, 0.08)],
                                                np.float32)
     photo *= (1 + 0.15 * _smooth_noise(rng, H, W, 3))[..., None]
     if rng.random() < 0.5:
         y, x = np.ogrid[0:H, 0:W]
         cy, cx = rng.uniform(0.2, 0.8) * H, rng.uniform(0.2, 0.8) * W
-        radius = rng.uniform(0.05, 0.2) * max(W, H)
+        radius = rng.uniform(0.05, 0.2) * size
         photo += (rng.uniform(40, 120) * np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * radius ** 2)))[..., None]
-    sigma = rng.uniform(0, 1.5) * max(W, H) / 1024
+    sigma = rng.uniform(0, 1.5) * size / 1024
     if sigma > 0.3:
         photo = cv2.GaussianBlur(photo, (0, 0), sigma)
     photo += rng.normal(0, rng.uniform(0, 4), photo.shape).astype(np.float32)
     buf = io.BytesIO()
     Image.fromarray(np.clip(photo, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=int(rng.integers(60, 96)))
-    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), quad
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def photo_view(painting: Image.Image, rng: np.random.Generator, decode: int = 384) -> Image.Image:
+    """The painting as the model gets it from a phone photo once the painting is found and cut out, without
+    rendering the photo (a few milliseconds: cheap enough for every training step): the painted surface
+    ``150``-``700`` px on a side in a 1024 px photo, cut along a quad whose corners miss the true ones by up
+    to :data:`QUAD_ERROR` of its side (a strip of frame in, or an edge of the painting off), lit and
+    compressed like :func:`render_wall_photo`'s photos, and decoded at ``decode`` px per 1024 as
+    :mod:`artattr.preprocess` decodes uploads for the locator. Deterministic for a given ``rng`` state."""
+    side = int(rng.uniform(150, 700))
+    frame = _FRAME_COLOURS[rng.integers(len(_FRAME_COLOURS))]
+    painted = np.asarray(painting.convert("RGB").resize((side, side), Image.BICUBIC), dtype=np.float32)
+    square = np.array([[0, 0], [side, 0], [side, side], [0, side]], np.float32)
+    cut = square + rng.uniform(-QUAD_ERROR, QUAD_ERROR, (4, 2)).astype(np.float32) * side
+    view = cv2.warpPerspective(painted, cv2.getPerspectiveTransform(cut, square), (side, side), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=tuple(map(float, frame)))
+    small = max(1, round(side * decode / 1024))
+    return _camera(view, rng, 1024).resize((small, small), Image.BILINEAR, reducing_gap=3.0)
