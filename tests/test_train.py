@@ -314,6 +314,57 @@ def test_wall_photos_need_the_cached_recipe():
         make_args({"recipe": "cached", "wall_photos": 1.5})
 
 
+def test_photo_view_is_the_painting_as_a_phone_shows_it(data_dir):
+    """photo_view (the full recipe's cheap phone photo) is still the painting: at 32 px its grey levels
+    follow the file's; it is as large as the painting is in a 1024 px photo decoded at 384 px, and the
+    same for the same random state. photo_sample swaps it in for exactly its share of rows."""
+    from train.composite import photo_view
+    from train.feeds import photo_sample
+
+    with (data_dir / "metadata.csv").open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "val"][:12]
+    grey = lambda im: np.asarray(im.convert("L").resize((32, 32), Image.BILINEAR), float).ravel()  # noqa: E731
+    same = []
+    for i, row in enumerate(rows):
+        painting = load_image(data_dir / row["path"])
+        view = photo_view(painting, np.random.default_rng(i))
+        assert np.array_equal(np.asarray(view), np.asarray(photo_view(painting, np.random.default_rng(i))))
+        assert view.width == view.height and round(150 * 384 / 1024) <= view.width <= round(700 * 384 / 1024)
+        same.append(np.corrcoef(grey(painting), grey(view))[0, 1])
+        assert photo_sample(painting, i, share=0.0, seed=1, epoch=0) is painting
+        assert photo_sample(painting, i, share=1.0, seed=1, epoch=0) is not painting
+    assert np.median(same) > 0.6
+    shares = [photo_sample(painting, i, share=0.5, seed=2, epoch=1) is not painting for i in range(100)]
+    assert 0.3 < np.mean(shares) < 0.7
+
+
+def test_photo_views_and_init_need_the_full_recipe():
+    with pytest.raises(ConfigError, match="photo_views"):
+        make_args({"recipe": "cached", "photo_views": 0.5})
+    with pytest.raises(ConfigError, match="photo_views"):
+        make_args({"recipe": "full", "photo_views": 0.5, "u8_cache": True})  # decoded once: no new photo per epoch
+    with pytest.raises(ConfigError, match="init"):
+        make_args({"recipe": "cached", "init": "default"})
+
+
+def test_photo_finetune_config_fine_tunes_the_checkpoint_it_starts_from(full_run, tiny_data, tmp_path):
+    """train/configs/photo_finetune.yaml through `python -m train fit`, shrunk, from the tiny run's checkpoint.
+    With learning rates of 0 the result must be the checkpoint it started from, BatchNorm statistics
+    included (they are kept, not re-estimated from the new batches); with learning rates the weights move."""
+    _, best, _ = full_run
+    common = ["--config", "train/configs/photo_finetune.yaml", "--init", str(best), "--data", str(tiny_data),
+              "--input_size", "64", "--batch_size", "16", "--min_artist_images", "2", "--embed_dim", "16",
+              "--workers", "0", "--calibrate", "false"]
+    start = load_file(best / "model.safetensors")
+    still = load_file(run(parse_args(common + ["--out", str(tmp_path / "lr0"), "--lr", "0", "--head_lr", "0"])) / "model.safetensors")
+    assert set(still) == set(start) and all(torch.equal(still[k], start[k]) for k in start)
+    moved = load_file(run(parse_args(common + ["--out", str(tmp_path / "ft"), "--lr", "0.001"])) / "model.safetensors")
+    assert not torch.equal(moved["backbone.conv_stem.weight"], start["backbone.conv_stem.weight"])
+    assert all(torch.equal(moved[k], start[k]) for k in start if k.endswith(("running_mean", "running_var")))
+    with pytest.raises(ConfigError, match="other labels"):
+        run(parse_args(common + ["--out", str(tmp_path / "bad"), "--tasks", "style"]))
+
+
 def test_u8_cache_feeds_the_same_pixels(tiny_data, tmp_path):
     from artattr.preprocess import Preprocess
     from train.fit import image_feed, load_rows

@@ -56,6 +56,9 @@ class FitArgs:
     arcface_task: str = "style"
     arcface_weight: float = 0.5
     model_args: Mapping = field(default_factory=Mapping)
+    # full: start from this checkpoint's weights (a model id: folder, hf-hub:ORG/NAME, "default") instead of
+    # ImageNet's; its labels must be the data's. BatchNorm keeps the checkpoint's statistics.
+    init: str = ""
     # recipe
     recipe: Literal["full", "cached"] = "full"  # cached: frozen-trunk feature cache, EfficientNet-Lite, CPU
     frozen_blocks: int = 5               # cached: blocks[:frozen_blocks] are frozen and cached
@@ -76,6 +79,8 @@ class FitArgs:
     color_jitter: float = 0.0            # off by default: colour is evidence of style
     wall_photos: float = 0.0             # cached: share of samples seen as a phone photo of the painting on a
                                          # wall (train.composite), cut out by the locator as uploads are
+    photo_views: float = 0.0             # full: share of training images seen as the painting cut out of a
+                                         # phone photo (train.composite.photo_view), new each epoch
     ema_decay: float = 0.0               # EMA of weights (e.g. 0.999); evaluation and checkpoints use it
     calibrate: bool = True               # fit a softmax temperature per task on val at the end
     # runtime
@@ -99,6 +104,11 @@ class FitArgs:
         if not 0 <= self.wall_photos <= 1 or (self.wall_photos and self.recipe != "cached"):
             raise ConfigError(f"wall_photos: a share from 0 to 1, for recipe 'cached' (got {self.wall_photos} "
                               f"with recipe {self.recipe!r})")
+        if not 0 <= self.photo_views <= 1 or (self.photo_views and (self.recipe != "full" or self.u8_cache)):
+            raise ConfigError(f"photo_views: a share from 0 to 1, for recipe 'full' without u8_cache (it decodes each "
+                              f"epoch anew; got {self.photo_views} with recipe {self.recipe!r}, u8_cache {self.u8_cache})")
+        if self.init and self.recipe != "full":
+            raise ConfigError(f"init: fine-tuning a checkpoint needs recipe 'full', not {self.recipe!r}")
         unknown = set(self.tasks) - set(TASKS)
         if unknown and not self.data.startswith("hf:"):
             raise ConfigError(f"tasks: unknown task(s) {sorted(unknown)}; choose from {TASKS}")

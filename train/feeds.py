@@ -9,6 +9,7 @@ random numbers. The frozen-trunk feed of the ``cached`` recipe is in :mod:`train
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -22,11 +23,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from artattr.preprocess import Preprocess
 
+from .composite import photo_view
 from .data import DecodedRows, Row
 from .dist import Dist
 
@@ -85,6 +88,13 @@ def augment(x: torch.Tensor, gen: torch.Generator, crop_scale: float, hflip: boo
     return x
 
 
+def photo_sample(image: Image.Image, i: int, share: float, seed: int, epoch: int) -> Image.Image:
+    """Row ``i``'s picture in ``epoch``: with probability ``share`` the painting as cut out of a phone
+    photo of it (:func:`train.composite.photo_view`), a new one each epoch, the same when resumed."""
+    rng = np.random.default_rng((seed, epoch, i))
+    return photo_view(image, rng) if rng.random() < share else image
+
+
 def u8_cache(rows: list[Row], preprocess: Preprocess, workers: int, cache_dir: str, desc: str,
              d: Dist = Dist()) -> tuple[np.ndarray, np.ndarray]:
     """Decode ``rows`` once into ``(N, 3, S, S)`` uint8 memmap plus readable flags, reused across runs
@@ -133,7 +143,9 @@ def image_feed(args, train_rows: list[Row], val_rows: list[Row], preprocess: Pre
                 idx = order[i: i + bs].sort().values  # sorted: sequential reads from the memmap
                 yield torch.from_numpy(images[idx.numpy()]), idx, torch.from_numpy(ok[idx.numpy()])
         else:
-            yield from DataLoader(DecodedRows(rows, preprocess), batch_size=bs, sampler=sampler,
+            view = (functools.partial(photo_sample, share=args.photo_views, seed=args.seed, epoch=epoch)
+                    if train and args.photo_views else None)
+            yield from DataLoader(DecodedRows(rows, preprocess, view), batch_size=bs, sampler=sampler,
                                   generator=epoch_gen(args.seed, epoch, 2, d.rank), num_workers=args.workers,
                                   drop_last=train and drop_last, pin_memory=device.type == "cuda",
                                   prefetch_factor=4 if args.workers else None)
@@ -152,6 +164,10 @@ def image_feed(args, train_rows: list[Row], val_rows: list[Row], preprocess: Pre
         net.backbone.requires_grad_(not frozen)
         if frozen:
             net.backbone.eval()  # keep the pretrained BatchNorm statistics while only the heads learn
+        elif args.init:  # a trained checkpoint's statistics: small (CPU) batches would only blur them
+            for module in net.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
 
     return Feed(batches, lambda model: model, per_rank // bs if drop_last else 1,
                 lambda net: list(net.backbone.parameters()), set_mode)

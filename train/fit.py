@@ -35,6 +35,8 @@ from tqdm import tqdm
 
 import artattr
 from artattr.checkpoint import ModelConfig, load_checkpoint, save_checkpoint
+from artattr.hub import resolve
+from artattr.models.heads import ARTWORK_KEY
 from artattr.preprocess import Preprocess
 
 from . import dist
@@ -54,7 +56,7 @@ STATE_FILE = "trainer_state.pt"
 #: arguments that define the run; ``--resume`` refuses to continue with different values
 RUN_KEYS = ("data", "tasks", "split", "val_fold", "val_fraction", "min_artist_images", "limit", "architecture",
             "input_size", "resize", "resample", "recipe", "frozen_blocks", "batch_size", "seed", "embed_dim",
-            "arcface_task")
+            "arcface_task", "init")
 
 
 def load_rows(args: FitArgs):
@@ -73,6 +75,20 @@ def model_config(args: FitArgs, vocab: Vocab, model: nn.Module, metrics: dict, t
         unknown_label=vocab.unknown, metrics=metrics, display=display_for(vocab.labels),
         model_args={"embed_dim": args.embed_dim, "arcface_task": args.arcface_task, "dropout": args.dropout,
                     **args.model_args})
+
+
+def init_from(model: nn.Module, model_id: str, vocab: Vocab) -> None:
+    """Load the weights of checkpoint ``model_id`` (see :func:`artattr.hub.resolve`) into ``model``, but for
+    its artwork head, which ``python -m train trust`` fits anew on the fine-tuned features."""
+    trained, config = load_checkpoint(resolve(model_id))
+    if config.tasks != vocab.labels:
+        raise ConfigError(f"init: {model_id} was trained on other labels than this data's "
+                          f"({ {t: len(v) for t, v in config.tasks.items()} } vs { {t: len(v) for t, v in vocab.labels.items()} })")
+    state = {k: v for k, v in trained.state_dict().items() if not k.startswith(f"{ARTWORK_KEY}.")}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ConfigError(f"init: {model_id} does not fit architecture/model_args of this config: {err}") from None
 
 
 def autocast(device: torch.device):
@@ -133,9 +149,11 @@ def _run(args: FitArgs, d: Dist, device: torch.device) -> Path:
     y_train, y_val = vocab.targets(train_rows), vocab.targets(val_rows)
     tasks = list(vocab.labels)
 
-    model = artattr.create_model(args.architecture, tasks=vocab.labels, pretrained=args.pretrained,
+    model = artattr.create_model(args.architecture, tasks=vocab.labels, pretrained=args.pretrained and not args.init,
                                  embed_dim=args.embed_dim, arcface_task=args.arcface_task or None,
                                  dropout=args.dropout, **args.model_args)
+    if args.init:
+        init_from(model, args.init, vocab)
     if args.sync_bn and d.world > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     prep = preprocessing(args, model)
