@@ -363,6 +363,8 @@ def test_photo_finetune_config_fine_tunes_the_checkpoint_it_starts_from(full_run
     assert all(torch.equal(moved[k], start[k]) for k in start if k.endswith(("running_mean", "running_var")))
     with pytest.raises(ConfigError, match="other labels"):
         run(parse_args(common + ["--out", str(tmp_path / "bad"), "--tasks", "style"]))
+    with pytest.raises(ConfigError, match="init: Unknown model"):
+        run(parse_args(common + ["--out", str(tmp_path / "bad"), "--init", str(tmp_path / "nowhere")]))
 
 
 def test_u8_cache_feeds_the_same_pixels(tiny_data, tmp_path):

@@ -80,7 +80,10 @@ def model_config(args: FitArgs, vocab: Vocab, model: nn.Module, metrics: dict, t
 def init_from(model: nn.Module, model_id: str, vocab: Vocab) -> None:
     """Load the weights of checkpoint ``model_id`` (see :func:`artattr.hub.resolve`) into ``model``, but for
     its artwork head, which ``python -m train trust`` fits anew on the fine-tuned features."""
-    trained, config = load_checkpoint(resolve(model_id))
+    try:
+        trained, config = load_checkpoint(resolve(model_id))
+    except ValueError as err:  # no such folder, offline, a corrupt checkpoint: say so, not a stack trace
+        raise ConfigError(f"init: {err}") from None
     if config.tasks != vocab.labels:
         raise ConfigError(f"init: {model_id} was trained on other labels than this data's "
                           f"({ {t: len(v) for t, v in config.tasks.items()} } vs { {t: len(v) for t, v in vocab.labels.items()} })")
