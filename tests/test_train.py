@@ -317,7 +317,7 @@ def test_wall_photos_need_the_cached_recipe():
 def test_photo_view_is_the_painting_as_a_phone_shows_it(data_dir):
     """photo_view (the full recipe's cheap phone photo) is still the painting: at 32 px its grey levels
     follow the file's; it is as large as the painting is in a 1024 px photo decoded at 384 px, and the
-    same for the same random state. photo_sample swaps it in for exactly its share of rows."""
+    same for the same random state. photo_sample swaps it in for about its share of rows."""
     from train.composite import photo_view
     from train.feeds import photo_sample
 

@@ -24,6 +24,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from artattr.locate import DECODE_SIZE
+
 #: Frame looks, drawn with equal probability.
 FRAME_STYLES = ("flat", "bevel", "gilded", "mat", "none")
 #: Largest corner shift of the perspective warp, as a fraction of the photo's size ("mild": a phone
@@ -221,12 +223,12 @@ def _camera(photo: np.ndarray, rng: np.random.Generator, size: float) -> Image.I
     return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
 
 
-def photo_view(painting: Image.Image, rng: np.random.Generator, decode: int = 384) -> Image.Image:
+def photo_view(painting: Image.Image, rng: np.random.Generator, decode: int = DECODE_SIZE) -> Image.Image:
     """The painting as the model gets it from a phone photo once the painting is found and cut out, without
-    rendering the photo (a few milliseconds: cheap enough for every training step): the painted surface
-    ``150``-``700`` px on a side in a 1024 px photo, cut along a quad whose corners miss the true ones by up
-    to :data:`QUAD_ERROR` of its side (a strip of frame in, or an edge of the painting off), lit and
-    compressed like :func:`render_wall_photo`'s photos, and decoded at ``decode`` px per 1024 as
+    rendering the photo (~30 ms, half the cost of rendering and locating one: cheap enough for every training
+    step): the painted surface ``150``-``700`` px on a side in a 1024 px photo, cut along a quad whose corners
+    miss the true ones by up to :data:`QUAD_ERROR` of its side (a strip of frame in, or an edge of the painting
+    off), lit and compressed like :func:`render_wall_photo`'s photos, and decoded at ``decode`` px per 1024 as
     :mod:`artattr.preprocess` decodes uploads for the locator. Deterministic for a given ``rng`` state."""
     side = int(rng.uniform(150, 700))
     frame = _FRAME_COLOURS[rng.integers(len(_FRAME_COLOURS))]
