@@ -16,8 +16,10 @@ locate`` → ``artattr/locate.json``) predicts each quad's overlap with the pain
 quad is the painted surface if its score clears a threshold set so that ~1.25 % of clean scans it
 never saw would be cropped. Nothing convincing — a clean scan, a detail, a fresco wall, an everyday photo —
 means the whole image is used: :func:`find_painting` returns ``None``. A best quad scoring a little under
-the threshold is a maybe (:func:`locate_views`): the predictor shows the model both it and the whole
-image, and takes the quad only when the model confirms it is the painting (:func:`artattr.output.pick`).
+the threshold is a maybe (:func:`locate_views`), and so is a region in colours the photo's border (the
+wall) does not have (:func:`odd_region`: a small painting on a brick or panelled wall, whose sides the
+wall's own lines outvote): the predictor shows the model both it and the whole image, and takes it only
+when the model confirms it is the painting (:func:`artattr.output.pick`).
 
 The corners are fractions of the image's width and height, so one answer serves every copy of the
 upload (the model's small decode, the app's display copy, the original file). Everything here is
@@ -422,14 +424,56 @@ def rectify(image: Image.Image, corners: np.ndarray | None, max_side: int | None
     return Image.fromarray(flat)
 
 
+#: :func:`odd_region` works on a copy this many pixels on its longer side.
+ODD_SIZE = 128
+#: ... and calls the outer ring this share of the shorter side wide: the wall, in a photo of a painting.
+ODD_RING = 0.06
+
+
+def odd_region(image: Image.Image) -> np.ndarray | None:
+    """Corners (as :func:`find_painting`) of the box around the largest compact region in colours the
+    image's border does not have, or ``None``. On a brick, panelled or papered wall a small painting's sides
+    are outvoted by the wall's own lines and no quad is found, but the wall is what the photo's border shows
+    and the painting is in other colours. Only a maybe (:func:`locate_views`): a detail of a painting or an
+    everyday photo can have such a region too, and the model's artwork head decides."""
+    cv2 = _cv2()
+    scale = ODD_SIZE / max(image.size)
+    w, h = max(8, round(image.width * scale)), max(8, round(image.height * scale))
+    pixels = cv2.resize(np.asarray(image if image.mode == "RGB" else image.convert("RGB")), (w, h),
+                        interpolation=cv2.INTER_AREA)
+    colour = (cv2.GaussianBlur(pixels, (0, 0), 1.0) // 16).astype(int) @ np.array([256, 16, 1])  # 16 levels a channel
+    ring = max(2, round(ODD_RING * min(w, h)))
+    border = np.ones((h, w), bool)
+    border[ring:-ring, ring:-ring] = False
+    seen = np.zeros((16, 16, 16), bool)
+    seen.ravel()[np.unique(colour[border])] = True
+    seen = np.pad(seen, 1)  # with the neighbouring colours: light and compression shift a wall's colours a little
+    seen = np.logical_or.reduce([seen[1 + i:17 + i, 1 + j:17 + j, 1 + k:17 + k]
+                                 for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)])
+    odd = cv2.morphologyEx((seen.ravel()[colour] == 0).astype(np.uint8), cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+    odd = cv2.morphologyEx(odd, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    count, _, stats, _ = cv2.connectedComponentsWithStats(odd)
+    if count < 2:
+        return None
+    x, y, bw, bh, area = stats[1 + np.argmax(stats[1:, cv2.CC_STAT_AREA])]
+    if area < 0.75 * bw * bh or not 0.02 <= bw * bh / (w * h) <= 0.6:
+        return None
+    return np.array([[x, y], [x + bw, y], [x + bw, y + bh], [x, y + bh]], float) / np.array([w, h])
+
+
 def locate_views(image: Image.Image, maybe: bool = False) -> list[tuple[Image.Image, np.ndarray | None]]:
     """What to show the model, as ``(picture, corners)`` pairs: the painted surface when a quad clears the
-    threshold, else the whole image, and with ``maybe`` also a best quad scoring from :data:`MAYBE` up, for
-    the model to confirm (:func:`artattr.output.pick`)."""
+    threshold, else the whole image, and with ``maybe`` also, for the model to confirm (:func:`artattr.output.pick`),
+    the :func:`odd_region` if there is one, else a best quad scoring from :data:`MAYBE` up. (On 500 wall photos
+    from a renderer of another hand, the odd region first gave 10 more right styles and 2 fewer, against the
+    best quad alone; the clean val scans cropped and photos500 cropped did not change.)"""
     corners, best = best_quad(image)
     if best >= _scorer()[1]:
         return [(rectify(image, corners), corners)]
-    if maybe and best >= MAYBE:
+    if maybe:
+        odd = odd_region(image)
+        corners = odd if odd is not None else corners if best >= MAYBE else None
+    if maybe and corners is not None:
         return [(image, None), (rectify(image, corners), corners)]
     return [(image, None)]
 
