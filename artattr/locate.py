@@ -470,12 +470,11 @@ def locate_views(image: Image.Image, maybe: bool = False) -> list[tuple[Image.Im
     corners, best = best_quad(image)
     if best >= _scorer()[1]:
         return [(rectify(image, corners), corners)]
-    if maybe:
-        odd = odd_region(image)
-        corners = odd if odd is not None else corners if best >= MAYBE else None
-    if maybe and corners is not None:
-        return [(image, None), (rectify(image, corners), corners)]
-    return [(image, None)]
+    if not maybe:
+        return [(image, None)]
+    odd = odd_region(image)
+    corners = odd if odd is not None else corners if best >= MAYBE else None
+    return [(image, None)] if corners is None else [(image, None), (rectify(image, corners), corners)]
 
 
 def locate_painting(image: Image.Image) -> tuple[Image.Image, np.ndarray | None]:
