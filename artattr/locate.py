@@ -456,7 +456,8 @@ def odd_region(image: Image.Image) -> np.ndarray | None:
     if count < 2:
         return None
     x, y, bw, bh, area = stats[1 + np.argmax(stats[1:, cv2.CC_STAT_AREA])]
-    if area < 0.75 * bw * bh or not 0.02 <= bw * bh / (w * h) <= 0.6:
+    # compact, 2-60 % of the image and each side at least SIZES' smallest (a strip is a stripe or a border, not a painting)
+    if area < 0.75 * bw * bh or not 0.02 <= bw * bh / (w * h) <= 0.6 or bw < SIZES[-1][1] * w or bh < SIZES[-1][1] * h:
         return None
     return np.array([[x, y], [x + bw, y], [x + bw, y + bh], [x, y + bh]], float) / np.array([w, h])
 

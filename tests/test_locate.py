@@ -114,6 +114,22 @@ def test_a_small_painting_on_a_brick_wall_is_offered_by_its_colours(data_dir, va
         np.testing.assert_array_equal(views[1][1], region)
 
 
+@pytest.mark.parametrize("box, offered", [((50, 60, 110, 100), True), ((20, 80, 125, 85), False)])
+def test_only_a_region_shaped_like_a_painting_is_offered(predictor, box, offered):
+    """A green box pasted by hand on a grey 160 px image is the odd region; a 105 x 5 px green strip (as much
+    area as a painting; the line at a scan's edge, a shelf, a stripe) is not, and such a strip's crop (an
+    aspect ratio the upload checks refuse) never reaches the model."""
+    image = Image.new("RGB", (160, 160), (128, 128, 128))
+    ImageDraw.Draw(image).rectangle((box[0], box[1], box[2] - 1, box[3] - 1), fill=(30, 200, 40))
+    region = odd_region(image)
+    if offered:
+        left, top, right, bottom = box
+        np.testing.assert_allclose(region * 160, [[left, top], [right, top], [right, bottom], [left, bottom]], atol=3)
+    else:
+        assert region is None
+    predictor.run(image)
+
+
 def test_clean_scans_have_their_colours_on_their_border(data_dir, val_rows):
     """A scan is painting to its edges: its border shows its colours, so hardly any (measured: 29 of the
     first 1,000 val scans) has a region :func:`odd_region` would offer the model."""
