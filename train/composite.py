@@ -139,7 +139,7 @@ def _frame(rng: np.random.Generator, ph: int, pw: int, style: str, width: int, m
 
 
 def render_wall_photo(painting: Image.Image, rng: np.random.Generator, background: Image.Image | None = None,
-                      size: int = 1024) -> tuple[Image.Image, np.ndarray]:
+                      size: int = 1024, cover: tuple[float, float] = (0.4, 0.85)) -> tuple[Image.Image, np.ndarray]:
     """A phone photo of ``painting`` hanging on a wall, and where the painted surface lies in it.
 
     The painting is stretched to a random aspect ratio (WikiArt files are squashed squares; the
@@ -147,8 +147,9 @@ def render_wall_photo(painting: Image.Image, rng: np.random.Generator, backgroun
     a bare canvas), placed with a wall margin on a plain textured wall or on ``background`` (e.g. a
     photos500 image: real clutter around the frame), then photographed: perspective up to
     :data:`MAX_PERSPECTIVE` of the size per corner, exposure and colour-temperature change, an
-    optional glare spot, blur, sensor noise and JPEG compression (quality 60-95). Deterministic for
-    a given ``rng`` state.
+    optional glare spot, blur, sensor noise and JPEG compression (quality 60-95). The framed painting
+    fills a share drawn from ``cover`` of the photo's tighter dimension. Deterministic for a given
+    ``rng`` state.
 
     Returns ``(photo, quad)``: an RGB image whose longer side is ``size`` (4:3, 3:4 or square) and a
     ``(4, 2)`` float array with the corners of the painted surface (inside frame and mat) in photo
@@ -164,7 +165,7 @@ def render_wall_photo(painting: Image.Image, rng: np.random.Generator, backgroun
     # in units of the painting's shorter side: painting (aw, ah), framed (aw + 2 f, ah + 2 f)
     aw, ah = (aspect, 1.0) if aspect >= 1 else (1.0, 1 / aspect)
     f = width_frac + mat_frac
-    cover = rng.uniform(0.4, 0.85)  # the framed painting fills this much of the tighter dimension
+    cover = rng.uniform(*cover)  # the framed painting fills this much of the tighter dimension
     short = cover / max((aw + 2 * f) / W, (ah + 2 * f) / H)
     width, mat = (max(2, round(width_frac * short)) if style != "none" else 0), round(mat_frac * short)
     pw, ph = round(aw * short), round(ah * short)
