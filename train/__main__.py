@@ -14,6 +14,7 @@ COMMANDS = {
     "models": ("train.models_table", "list the architectures with their measured numbers"),
     "names": ("train.display_names", "write the reviewed label display names into a checkpoint's config.json"),
     "locate": ("train.fit_locate", "fit the painting locator's scorer on synthetic wall photos (artattr/locate.json)"),
+    "surface": ("train.fit_surface", "train the learned painting localiser on synthetic wall photos (artattr/surface.safetensors)"),
 }
 
 
