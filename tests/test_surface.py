@@ -75,3 +75,25 @@ def test_the_net_finds_no_painting_inside_clean_scans_or_everyday_photos(val_pat
     scans = sum(surface_quad(Image.open(p).convert("RGB")) is not None for p in val_paths[:100])
     photos = sum(surface_quad(Image.open(p).convert("RGB")) is not None for p in photo_paths[:100])
     assert scans <= 5 and photos <= 5, (scans, photos)
+
+
+def test_train_surface_writes_a_net_opencv_runs(data_dir, photo_paths, tmp_path, monkeypatch):
+    """``python -m train surface`` end to end on a few examples: the ONNX file it writes is what
+    artattr.surface loads, and says how it was fitted."""
+    import json
+
+    import onnx
+
+    import artattr.surface as surface
+    from train.fit_surface import main
+
+    out = tmp_path / "surface.onnx"
+    assert main(["--examples", "320", "--held-out", "24", "--epochs", "1", "--batch", "16", "--out", str(out)]) == 0
+    fitted = json.loads({p.key: p.value for p in onnx.load(out).metadata_props}["fitted_on"])
+    assert fitted["examples"] == 320 and 0 <= fitted["held_out"]["wall_mask_iou"] <= 1
+    monkeypatch.setattr(surface, "WEIGHTS_FILE", out)
+    surface._fitted.cache_clear()
+    try:
+        assert surface.surface_mask(Image.open(photo_paths[0])).shape == (SIDE, SIDE)
+    finally:
+        surface._fitted.cache_clear()
