@@ -73,14 +73,16 @@ def text(rec: dict) -> str:
 
 
 def decode_batch(preprocess, paths: list[Path], locate: bool) -> list[tuple]:
-    """``(pixels, corners, None)`` or ``(None, None, message)`` for each path: the model's uint8 views of
-    the file and their corners (:meth:`artattr.preprocess.Preprocess.views`: the painting found in it,
-    or the whole picture and a quad for the model to confirm). Runs in the decoding processes, without torch."""
+    """``(pixels, views, None)`` or ``(None, None, message)`` for each path: the model's uint8 views of
+    the file and the views without their pictures (:meth:`artattr.preprocess.Preprocess.views`: the painting
+    found in it, or the whole picture and a cut-out for the model to confirm). Runs in the decoding
+    processes, without torch."""
     decoded = []
     for path in paths:
         try:
             views = preprocess.views(path, locate)
-            decoded.append(([preprocess.array(picture) for picture, _ in views], [corners for _, corners in views], None))
+            decoded.append(([preprocess.array(view.picture) for view in views], [view._replace(picture=None) for view in views],
+                            None))
         except ValueError as err:
             decoded.append((None, None, str(err)))
         except OSError as err:  # missing, unreadable, a folder where a file was expected
@@ -134,8 +136,8 @@ def run_batches(model, paths: list[Path], batch_size: int = BATCH_SIZE, locate: 
             decoded = decoded.result()
             good = [view for views, _, err in decoded if err is None for view in views]
             outputs = iter(model.forward_batch(model.normalise(torch.from_numpy(np.stack(good)))) if good else ())
-            return [(path, None if err else pick([next(outputs) for _ in corners], corners), err)
-                    for path, (_, corners, err) in zip(batch, decoded)]
+            return [(path, None if err else pick([next(outputs) for _ in views], views), err)
+                    for path, (_, views, err) in zip(batch, decoded)]
 
         threads = torch.get_num_threads()
         torch.set_num_threads(1)

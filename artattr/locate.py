@@ -16,10 +16,11 @@ locate`` → ``artattr/locate.json``) predicts each quad's overlap with the pain
 quad is the painted surface if its score clears a threshold set so that ~1.25 % of clean scans it
 never saw would be cropped. Nothing convincing — a clean scan, a detail, a fresco wall, an everyday photo —
 means the whole image is used: :func:`find_painting` returns ``None``. A best quad scoring a little under
-the threshold is a maybe (:func:`locate_views`), and so is a region in colours the photo's border (the
-wall) does not have (:func:`odd_region`: a small painting on a brick or panelled wall, whose sides the
-wall's own lines outvote): the predictor shows the model both it and the whole image, and takes it only
-when the model confirms it is the painting (:func:`artattr.output.pick`).
+the threshold is a maybe (:func:`locate_views`), and so are the quad a small learned localiser marks
+(:mod:`artattr.surface`) and a region in colours the photo's border (the wall) does not have
+(:func:`odd_region`): on a brick or panelled wall a small painting's sides are outvoted by the wall's own
+lines. The predictor shows the model both the maybe and the whole image, and takes the maybe only when the
+model confirms it is the painting (:func:`artattr.output.pick`).
 
 The corners are fractions of the image's width and height, so one answer serves every copy of the
 upload (the model's small decode, the app's display copy, the original file). Everything here is
@@ -31,6 +32,7 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -462,22 +464,46 @@ def odd_region(image: Image.Image) -> np.ndarray | None:
     return np.array([[x, y], [x + bw, y], [x + bw, y + bh], [x, y + bh]], float) / np.array([w, h])
 
 
-def locate_views(image: Image.Image, maybe: bool = False) -> list[tuple[Image.Image, np.ndarray | None]]:
-    """What to show the model, as ``(picture, corners)`` pairs: the painted surface when a quad clears the
-    threshold, else the whole image, and with ``maybe`` also, for the model to confirm (:func:`artattr.output.pick`),
-    the :func:`odd_region` if there is one, else a best quad scoring from :data:`MAYBE` up. (On 500 wall photos
-    from a renderer of another hand, the odd region first gave 10 more right styles and 2 fewer, against the
-    best quad alone; the clean val scans cropped and photos500 cropped did not change.)"""
-    corners, best = best_quad(image)
-    if best >= _scorer()[1]:
-        return [(rectify(image, corners), corners)]
+class View(NamedTuple):
+    """One picture of an upload to show the model: the whole image (``corners`` None) or a cut-out, and for a
+    maybe the log-odds ``gain`` over the whole image with which the artwork head must confirm it
+    (:func:`artattr.output.pick`; None: its default)."""
+
+    picture: Image.Image | None
+    corners: np.ndarray | None
+    gain: float | None = None
+
+
+#: A quad from the learned localiser (:mod:`artattr.surface`) is taken when its cut-out scores as a painting
+#: (:data:`artattr.output.CONFIRM_ARTWORK`) at least as much as the whole photo: the net was trained to find
+#: nothing in clean scans and everyday photos (it found a quad in none of 1,000 val scans and in 3 of the
+#: 100 photos500 images it never saw), so it needs less of the model's word than a borderline line quad.
+SURFACE_GAIN = 0.0
+
+
+def locate_views(image: Image.Image, maybe: bool = False) -> list[View]:
+    """What to show the model: the painted surface when a quad clears the threshold, else the whole image,
+    and with ``maybe`` also, for the model to confirm (:func:`artattr.output.pick`), the learned localiser's
+    quad (:func:`artattr.surface.surface_quad`), else the :func:`odd_region` if there is one, else a best
+    quad scoring from :data:`MAYBE` up."""
+    from .surface import surface_quad
+
+    quads, features = candidates(image)
+    scores = score(features) if len(quads) else np.zeros(0)
+    best = int(np.argmax(scores)) if len(quads) else -1
+    if len(quads) and scores[best] >= _scorer()[1]:
+        return [View(rectify(image, quads[best]), quads[best])]
+    whole = View(image, None)
     if not maybe:
-        return [(image, None)]
+        return [whole]
+    found = surface_quad(image)
+    if found is not None:
+        return [whole, View(rectify(image, found), found, SURFACE_GAIN)]
     odd = odd_region(image)
-    corners = odd if odd is not None else corners if best >= MAYBE else None
-    return [(image, None)] if corners is None else [(image, None), (rectify(image, corners), corners)]
+    corners = odd if odd is not None else quads[best] if len(quads) and scores[best] >= MAYBE else None
+    return [whole] if corners is None else [whole, View(rectify(image, corners), corners)]
 
 
 def locate_painting(image: Image.Image) -> tuple[Image.Image, np.ndarray | None]:
     """``(painted surface, corners)``, or ``(image, None)`` when no painting stands out from it."""
-    return locate_views(image)[0]
+    return locate_views(image)[0][:2]

@@ -45,18 +45,21 @@ CONFIRM_GAIN = 2.0
 FRAMED_GAIN = 2.0
 
 
-def pick(outputs: list[Output], corners: list[np.ndarray | None]) -> Output:
-    """One upload's answer from those for its views (:func:`artattr.locate.locate_views`): the only one,
-    or the maybe quad's if the model confirms it is the painting, else the whole image's."""
-    for output, crop in zip(outputs, corners):
-        output.crop = crop
+def pick(outputs: list[Output], views: list) -> Output:
+    """One upload's answer from those for its views (:class:`artattr.locate.View`, from
+    :func:`artattr.locate.locate_views`): the only one, or the maybe's if the model confirms it is the
+    painting (a cut-out scoring at least CONFIRM_ARTWORK, with the view's gain in log-odds over the whole
+    image, by default CONFIRM_GAIN), else the whole image's."""
+    for output, view in zip(outputs, views):
+        output.crop = view.corners
     if len(outputs) == 1:
         return outputs[0]
     whole, crop = outputs
     if whole.artwork_score is None or crop.artwork_score is None:
         return whole
     gain = _logit(crop.artwork_score) - _logit(whole.artwork_score)
-    return crop if crop.artwork_score >= CONFIRM_ARTWORK and gain >= CONFIRM_GAIN else whole
+    need = CONFIRM_GAIN if views[1].gain is None else views[1].gain
+    return crop if crop.artwork_score >= CONFIRM_ARTWORK and gain >= need else whole
 
 
 def _logit(p: float) -> float:

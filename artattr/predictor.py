@@ -124,15 +124,15 @@ class Predictor:
                 found = self.preprocess.views(image, locate)
             except ValueError as err:
                 raise ValueError(f"image {i} ({image if isinstance(image, (str, Path)) else type(image).__name__}): {err}") from None
-            pending += [self.to_tensor(picture) for picture, _ in found]
-            views.append([corners for _, corners in found])
+            pending += [self.to_tensor(view.picture) for view in found]
+            views.append([view._replace(picture=None) for view in found])
             if len(pending) >= batch_size:
                 outputs += self.forward_batch(torch.stack(pending))
                 pending = []
         if pending:
             outputs += self.forward_batch(torch.stack(pending))
         answers = iter(outputs)
-        return [pick([next(answers) for _ in corners], corners) for corners in views]
+        return [pick([next(answers) for _ in found], found) for found in views]
 
     def embed(self, image: ImageInput) -> np.ndarray:
         """Unit-norm retrieval embedding of one image (what the similar-works search compares)."""

@@ -18,7 +18,7 @@ from PIL import Image
 
 from .config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
 from .images import ImageInput, load_image
-from .locate import DECODE_SIZE, locate_views
+from .locate import DECODE_SIZE, View, locate_views
 
 if TYPE_CHECKING:
     import torch
@@ -67,11 +67,11 @@ class Preprocess:
     def find(self, image: ImageInput, locate: bool = True) -> tuple[Image.Image, np.ndarray | None]:
         """Decode an upload and cut out the painting (:func:`artattr.locate.locate_painting`):
         ``(picture, corners)``, corners ``None`` when the whole image is used."""
-        return self.views(image, locate, maybe=False)[0]
+        return self.views(image, locate, maybe=False)[0][:2]
 
-    def views(self, image: ImageInput, locate: bool = True, maybe: bool | None = None) -> list[tuple[Image.Image, np.ndarray | None]]:
+    def views(self, image: ImageInput, locate: bool = True, maybe: bool | None = None) -> list[View]:
         """Decode an upload and what of it to show the model (:func:`artattr.locate.locate_views`): one
-        ``(picture, corners)`` pair, or two when a quad needs the model to confirm it (``maybe``: by
+        :class:`~artattr.locate.View`, or two when a cut-out needs the model to confirm it (``maybe``: by
         default :attr:`confirm`).
         Locating needs a larger decode than the model's input (a frame is a few pixels wide at 160 px):
         JPEGs then decode at ``DECODE_SIZE``, once. Pictures under ``MIN_SIDE`` px on a side are refused."""
@@ -79,7 +79,7 @@ class Preprocess:
         if min(img.size) < MIN_SIDE:
             raise ValueError(f"The image is {img.width}×{img.height} px: too small to judge; "
                              f"upload one at least {MIN_SIDE} px on each side.")
-        return locate_views(img, self.confirm if maybe is None else maybe) if locate else [(img, None)]
+        return locate_views(img, self.confirm if maybe is None else maybe) if locate else [View(img, None)]
 
     def resize(self, img: Image.Image) -> Image.Image:
         size, resample = self.size, RESAMPLE[self.resample]

@@ -17,8 +17,9 @@ from PIL import Image, ImageDraw
 from artattr.images import load_image
 from artattr.locate import (ANGLE_STEP, DECODE_SIZE, FEATURES, MAX_CANDIDATES, MAX_TILT, MAYBE, OWN_FEATURES, SIZES,
                             _edge_density, _lines, _relative, _scorer, _vertical_peaks, best_quad, candidates,
-                            find_painting, locate_views, odd_region, rectify, score)
+                            find_painting, locate_views, odd_region, rectify, score, View)
 from artattr.output import Output, pick
+from artattr.surface import surface_quad
 from train.composite import corners_to_box, patterned_wall, quad_iou, render_wall_photo
 
 PHOTOS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "photos500"
@@ -96,22 +97,30 @@ def _brick_wall(width: int = 640, height: int = 480, course: int = 24, brick: in
     return wall
 
 
-def test_a_small_painting_on_a_brick_wall_is_offered_by_its_colours(data_dir, val_rows):
+def test_a_small_painting_on_a_brick_wall_is_offered_by_its_colours_and_by_the_net(data_dir, val_rows):
     """Val paintings in a dark 10 px frame, pasted by hand at known places on a hand-drawn brick wall: the
-    mortar joints outvote the frame's sides, so no quad clears the threshold, but the region in colours
-    the photo's border lacks is the framed painting (IoU >= 0.85 with the box it was pasted in: it is found
-    on a 128 px copy, 5 px of the wall to a pixel), and it is what the model is asked to confirm."""
+    mortar joints outvote the frame's sides, so no quad clears the threshold. The region in colours the
+    photo's border lacks is the framed painting (IoU >= 0.85 with the box it was pasted in: it is found on a
+    128 px copy, 5 px of the wall to a pixel); the learned localiser (artattr.surface, which never saw this
+    wall) marks the painted surface itself on at least 8 of the 10 (IoU >= 0.8: a 128 px mask), and what the
+    model is asked to confirm is the painting (IoU >= 0.8 with the painted or the framed box)."""
+    marked = 0
     for k, row in enumerate(val_rows[:10]):
         wall = _brick_wall()
         left, top = 80 + 37 * k, 60 + 29 * k
         ImageDraw.Draw(wall).rectangle((left - 10, top - 10, left + 139, top + 109), fill=(40, 30, 20))
         wall.paste(Image.open(data_dir / row["path"]).convert("RGB").resize((130, 100)), (left, top))
         framed = np.array([[left - 10, top - 10], [left + 140, top - 10], [left + 140, top + 110], [left - 10, top + 110]])
+        painted = np.array([[left, top], [left + 130, top], [left + 130, top + 100], [left, top + 100]])
         region = odd_region(wall)
         assert region is not None and quad_iou(region * np.array(wall.size), framed) >= 0.85, row["path"]
+        quad = surface_quad(wall)
+        marked += quad is not None and quad_iou(quad * np.array(wall.size), painted) >= 0.8
         views = locate_views(wall, maybe=True)
-        assert [corners is None for _, corners in views] == [True, False]
-        np.testing.assert_array_equal(views[1][1], region)
+        assert [view.corners is None for view in views] == [True, False]
+        offered = views[1].corners * np.array(wall.size)
+        assert max(quad_iou(offered, painted), quad_iou(offered, framed)) >= 0.8, row["path"]
+    assert marked >= 8, marked
 
 
 @pytest.mark.parametrize("box, offered", [((50, 60, 110, 100), True), ((20, 80, 125, 85), False)])
@@ -309,14 +318,19 @@ def _output(artwork: float) -> Output:
 
 def test_a_maybe_quad_is_taken_when_the_model_confirms_it_by_hand():
     """The rule, worked by hand: the cut-out must score >= 0.9 and have >= e^2 = 7.39 times the whole
-    photo's odds of being a painting."""
+    photo's odds of being a painting; the learned localiser's quad (gain 0) at least the whole photo's odds."""
     quad = np.array([[0.2, 0.2], [0.8, 0.2], [0.8, 0.8], [0.2, 0.8]])
-    assert pick([_output(0.5), _output(0.95)], [None, quad]).crop is quad       # odds 19 >= 7.39 x 1
-    assert pick([_output(0.75), _output(0.95)], [None, quad]).crop is None      # 19 < 7.39 x 3 = 22.2
-    assert pick([_output(0.7), _output(0.95)], [None, quad]).crop is quad       # 19 >= 7.39 x 2.33 = 17.2
-    assert pick([_output(0.05), _output(0.89)], [None, quad]).crop is None      # a cut-out under 0.9
-    assert pick([_output(0.5), Output({}, None, None)], [None, quad]).crop is None  # no artwork head: whole
-    assert pick([_output(0.2)], [quad]).crop is quad                            # one view: that view
+    views = [View(None, None), View(None, quad)]
+    assert pick([_output(0.5), _output(0.95)], views).crop is quad       # odds 19 >= 7.39 x 1
+    assert pick([_output(0.75), _output(0.95)], views).crop is None      # 19 < 7.39 x 3 = 22.2
+    assert pick([_output(0.7), _output(0.95)], views).crop is quad       # 19 >= 7.39 x 2.33 = 17.2
+    assert pick([_output(0.05), _output(0.89)], views).crop is None      # a cut-out under 0.9
+    assert pick([_output(0.5), Output({}, None, None)], views).crop is None  # no artwork head: whole
+    assert pick([_output(0.2)], [View(None, quad)]).crop is quad          # one view: that view
+    surface = [View(None, None), View(None, quad, 0.0)]
+    assert pick([_output(0.75), _output(0.95)], surface).crop is quad    # odds 19 >= 3
+    assert pick([_output(0.96), _output(0.95)], surface).crop is None    # 19 < 24
+    assert pick([_output(0.05), _output(0.89)], surface).crop is None    # a cut-out under 0.9
 
 
 #: Seeded wall photos on photos500 backgrounds (seed, val row, background: photos500[::5][seed % 100]) whose best
@@ -341,8 +355,8 @@ def _busy_wall(data_dir: Path, seed: int, row: int) -> tuple[Image.Image, np.nda
 
 def test_busy_walls_maybe_quads_are_taken_when_right(predictor, data_dir):
     """On photos as the wall the painted surface often scores under the locator's threshold: the model
-    takes it then (IoU >= 0.9 with the known placement), and leaves a wrong maybe quad (one cutting the
-    painting) for the whole image."""
+    takes a cut-out of the painting then (IoU >= 0.75 with the known placement), and never a wrong one (a
+    quad cutting the painting)."""
     for seed, row, right in MAYBES:
         photo, quad = _busy_wall(data_dir, seed, row)
         jpeg = _upload(photo)
@@ -351,9 +365,10 @@ def test_busy_walls_maybe_quads_are_taken_when_right(predictor, data_dir):
         assert (quad_iou(corners * np.array(photo.size), quad) >= 0.9) == right, f"seed {seed}"
         crop = predictor.run(jpeg).crop
         if right:
-            assert crop is not None and quad_iou(crop * np.array(photo.size), quad) >= 0.9, f"seed {seed}"
-        else:
-            assert crop is None, f"seed {seed}"
+            assert crop is not None, f"seed {seed}"
+        # the model is asked about the learned localiser's quad first (rougher than a line quad, never cutting
+        # through the painting: IoU 0.79-0.98 on these), else the best quad
+        assert crop is None or quad_iou(crop * np.array(photo.size), quad) >= 0.75, f"seed {seed}"
 
 
 #: (seed, val row) of plain-wall photos whose painting the locator finds, yet whose cut-out the artwork
