@@ -488,11 +488,9 @@ def locate_views(image: Image.Image, maybe: bool = False) -> list[View]:
     quad scoring from :data:`MAYBE` up."""
     from .surface import surface_quad
 
-    quads, features = candidates(image)
-    scores = score(features) if len(quads) else np.zeros(0)
-    best = int(np.argmax(scores)) if len(quads) else -1
-    if len(quads) and scores[best] >= _scorer()[1]:
-        return [View(rectify(image, quads[best]), quads[best])]
+    corners, best = best_quad(image)
+    if best >= _scorer()[1]:
+        return [View(rectify(image, corners), corners)]
     whole = View(image, None)
     if not maybe:
         return [whole]
@@ -500,7 +498,7 @@ def locate_views(image: Image.Image, maybe: bool = False) -> list[View]:
     if found is not None:
         return [whole, View(rectify(image, found), found, SURFACE_GAIN)]
     odd = odd_region(image)
-    corners = odd if odd is not None else quads[best] if len(quads) and scores[best] >= MAYBE else None
+    corners = odd if odd is not None else corners if best >= MAYBE else None
     return [whole] if corners is None else [whole, View(rectify(image, corners), corners)]
 
 
