@@ -71,7 +71,7 @@ def example(kind: str, path: Path, backgrounds: list[Path], seed: list[int], siz
     import cv2
 
     from artattr.images import load_image
-    from artattr.surface import SIDE
+    from artattr.surface import SIDE, to_input
     from train.composite import patterned_wall, render_wall_photo
 
     rng = np.random.default_rng(seed)
@@ -85,11 +85,10 @@ def example(kind: str, path: Path, backgrounds: list[Path], seed: list[int], siz
         image, quad = load_image(buf.getvalue()), quad / np.array(photo.size)
     else:
         image, quad = Image.open(path).convert("RGB"), whole if kind == "scan" else np.zeros((4, 2))
-    x = np.asarray(image.convert("RGB").resize((SIDE, SIDE), Image.BILINEAR, reducing_gap=2.0)).transpose(2, 0, 1)
     mask = np.zeros((SIDE, SIDE), np.uint8)
     if quad.any():
         cv2.fillConvexPoly(mask, np.round(quad * SIDE * 16).astype(np.int32), 1, cv2.LINE_8, shift=4)
-    return np.ascontiguousarray(x), mask, quad
+    return to_input(image), mask, quad
 
 
 def examples(rows: list[tuple[str, Path]], backgrounds: list[Path], seed: int, size: int,
