@@ -134,9 +134,10 @@ def _lines(edges: np.ndarray, horizontal: bool, limit: int = 10, votes: float = 
         lines = np.stack([rho / np.cos(theta), -np.tan(theta)], axis=1)
         span = h
     start, end = lines[:, 0], lines[:, 0] + lines[:, 1] * span  # where each line enters and leaves the image
-    along = _coverage(lines, cv2.dilate(edges, np.ones((3, 1) if horizontal else (1, 3), np.uint8)) > 0, horizontal)
     ends = max(2, round(THROUGH_ENDS * span))
-    through = (along[:, ends] >= ends / 2) & (along[:, -1] - along[:, -1 - ends] >= ends / 2)
+    dilated = cv2.dilate(edges, np.ones((3, 1) if horizontal else (1, 3), np.uint8)) > 0
+    hit = _hits(lines, dilated, horizontal, np.r_[0:ends, span - ends:span])  # a busy wall has hundreds of lines
+    through = (hit[:, :ends].sum(axis=1) >= ends / 2) & (hit[:, ends:].sum(axis=1) >= ends / 2)
     kept, left = [], np.arange(len(lines))
     while len(left) and len(kept) < limit:  # Hough returns the most voted first: keep it, drop its near-duplicates
         k = left[0]
@@ -146,16 +147,20 @@ def _lines(edges: np.ndarray, horizontal: bool, limit: int = 10, votes: float = 
     return lines[kept].reshape(-1, 2)
 
 
+def _hits(lines: np.ndarray, edges: np.ndarray, horizontal: bool, along: np.ndarray) -> np.ndarray:
+    """(L, len(along)) whether each line runs over an edge pixel at each of the ``along`` columns (horizontal
+    lines) or rows (vertical ones)."""
+    m = edges.shape[0] if horizontal else edges.shape[1]
+    across = np.round(lines[:, :1] + lines[:, 1:] * along).astype(int)  # (L, len(along))
+    hit = (across >= 0) & (across < m)
+    across = np.clip(across, 0, m - 1)
+    return hit & (edges[across, along] if horizontal else edges[along, across])
+
+
 def _coverage(lines: np.ndarray, edges: np.ndarray, horizontal: bool) -> np.ndarray:
     """(L, n + 1) running count of edge pixels along each line (n: the image's width for horizontal
     lines, its height for vertical ones): a side's support is then two lookups."""
-    h, w = edges.shape
-    n, m = (w, h) if horizontal else (h, w)
-    along = np.arange(n)
-    across = np.round(lines[:, :1] + lines[:, 1:] * along).astype(int)  # (L, n)
-    hit = (across >= 0) & (across < m)
-    across = np.clip(across, 0, m - 1)
-    hit &= edges[across, along] if horizontal else edges[along, across]
+    hit = _hits(lines, edges, horizontal, np.arange(edges.shape[1] if horizontal else edges.shape[0]))
     return np.concatenate([np.zeros((len(lines), 1)), np.cumsum(hit, axis=1)], axis=1)
 
 
