@@ -47,19 +47,20 @@ FRAMED_GAIN = 2.0
 
 def pick(outputs: list[Output], views: list) -> Output:
     """One upload's answer from those for its views (:class:`artattr.locate.View`, from
-    :func:`artattr.locate.locate_views`): the only one, or the maybe's if the model confirms it is the
+    :func:`artattr.locate.locate_views`): the only one, or the first maybe's the model confirms is the
     painting (a cut-out scoring at least CONFIRM_ARTWORK, with the view's gain in log-odds over the whole
     image, by default CONFIRM_GAIN), else the whole image's."""
     for output, view in zip(outputs, views):
         output.crop = view.corners
-    if len(outputs) == 1:
-        return outputs[0]
-    whole, crop = outputs
-    if whole.artwork_score is None or crop.artwork_score is None:
+    whole = outputs[0]
+    if len(outputs) == 1 or whole.artwork_score is None:
         return whole
-    gain = _logit(crop.artwork_score) - _logit(whole.artwork_score)
-    need = CONFIRM_GAIN if views[1].gain is None else views[1].gain
-    return crop if crop.artwork_score >= CONFIRM_ARTWORK and gain >= need else whole
+    for crop, view in zip(outputs[1:], views[1:]):
+        need = CONFIRM_GAIN if view.gain is None else view.gain
+        if (crop.artwork_score is not None and crop.artwork_score >= CONFIRM_ARTWORK
+                and _logit(crop.artwork_score) - _logit(whole.artwork_score) >= need):
+            return crop
+    return whole
 
 
 def _logit(p: float) -> float:

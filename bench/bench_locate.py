@@ -70,7 +70,7 @@ def main() -> None:
         hits["photo"].append(style_ok(predictor.run(jpeg, locate=False), row))
         located = predictor.run(jpeg)
         hits["photo + locate"].append(style_ok(located, row))
-        wall_maybes += len(locate_views(artattr.load_image(jpeg, draft_size=DECODE_SIZE), maybe=True)) == 2
+        wall_maybes += len(locate_views(artattr.load_image(jpeg, draft_size=DECODE_SIZE), maybe=True)) > 1
         not_artwork.append(artattr.flags(located, predictor.config)["not_artwork"])
         truth = quad / np.array(photo.size)
         hits["photo + true crop"].append(style_ok(predictor.run(rectify(photo, truth), locate=False), row))
@@ -100,7 +100,7 @@ def main() -> None:
     cropped, changed, maybes, n_clean = 0, 0, 0, len(clean)
     for row in tqdm(clean, desc="clean val scans"):
         image = artattr.load_image(DATA / row["path"])
-        maybes += len(locate_views(image, maybe=True)) == 2
+        maybes += len(locate_views(image, maybe=True)) > 1
         located = predictor.run(image)  # with the model's say on a maybe quad
         if located.crop is not None:
             cropped += 1
@@ -126,7 +126,7 @@ def main() -> None:
     print(f"locator CPU time per {args.size} px photo decoded for locating (maybes included): median {np.median(locator):.1f} ms, p90 "
           f"{np.percentile(locator, 90):.1f} ms; CPU time added to an upload's decode (larger decode + locate + "
           f"rectify): median {np.median(added):.1f} ms")
-    print(f"a maybe quad (the model asked, one more forward pass): {wall_maybes / args.n:.1%} of wall photos, "
+    print(f"maybe quads (the model asked, one or two more forward passes): {wall_maybes / args.n:.1%} of wall photos, "
           f"{maybes / n_clean:.1%} of clean scans")
     print(f"\nclean val scans: {1 - cropped / n_clean:.2%} left uncropped ({cropped} of {n_clean} cropped); "
           f"net change in style hits from locating: {changed:+d} ({changed / n_clean:+.2%} accuracy)")

@@ -319,7 +319,8 @@ def _output(artwork: float) -> Output:
 
 def test_a_maybe_quad_is_taken_when_the_model_confirms_it_by_hand():
     """The rule, worked by hand: the cut-out must score >= 0.9 and have >= e^2 = 7.39 times the whole
-    photo's odds of being a painting; the learned localiser's quad (gain 0) at least the whole photo's odds."""
+    photo's odds of being a painting; the learned localiser's quad (gain 0) at least the whole photo's odds;
+    of two maybes, the first one confirmed."""
     quad = np.array([[0.2, 0.2], [0.8, 0.2], [0.8, 0.8], [0.2, 0.8]])
     views = [View(None, None), View(None, quad)]
     assert pick([_output(0.5), _output(0.95)], views).crop is quad       # odds 19 >= 7.39 x 1
@@ -332,6 +333,11 @@ def test_a_maybe_quad_is_taken_when_the_model_confirms_it_by_hand():
     assert pick([_output(0.75), _output(0.95)], surface).crop is quad    # odds 19 >= 3
     assert pick([_output(0.96), _output(0.95)], surface).crop is None    # 19 < 24
     assert pick([_output(0.05), _output(0.89)], surface).crop is None    # a cut-out under 0.9
+    other = np.array([[0.1, 0.1], [0.9, 0.1], [0.9, 0.9], [0.1, 0.9]])
+    both = [View(None, None), View(None, quad, 0.0), View(None, other)]
+    assert pick([_output(0.5), _output(0.95), _output(0.99)], both).crop is quad    # the first confirmed
+    assert pick([_output(0.5), _output(0.89), _output(0.95)], both).crop is other   # 19 >= 7.39 x 1
+    assert pick([_output(0.75), _output(0.89), _output(0.95)], both).crop is None   # 19 < 22.2
 
 
 #: Seeded wall photos on photos500 backgrounds (seed, val row, background: photos500[::5][seed % 100]) whose best
