@@ -176,7 +176,6 @@ def test_lines_drawn_at_known_places_are_found_there():
     sides do): the Hough search finds each line as ``(offset, slope)`` — ``x = offset + slope * y``
     for near-vertical lines, ``y = offset + slope * x`` for near-horizontal ones — within the
     transform's resolution, once each, and nothing tilted more than MAX_TILT."""
-
     vertical = np.zeros((200, 240), np.uint8)  # h x w
     cv2.line(vertical, (42, 20), (58, 180), 255)  # x = 40 + 0.1 y: theta near pi (the far end of OpenCV's range)
     cv2.line(vertical, (198, 20), (182, 180), 255)  # x = 200 - 0.1 y: theta near 0
@@ -195,7 +194,6 @@ def test_lines_through_the_whole_image_are_left_out():
     of the painting, whose sides are drawn across 60 % of it. Only the sides come back — a line
     through the whole photo cannot be a side of a painting hanging inside it — and the stripes don't
     take the places of weaker lines (``limit``)."""
-
     stripes = (15, 45, 100, 150, 185)
     horizontal = np.zeros((200, 240), np.uint8)
     for y in stripes:
@@ -261,7 +259,6 @@ def test_train_locate_fits_a_scorer_the_locator_reads(tmp_path, data_dir, painti
 def test_near_vertical_search_equals_opencvs_full_scan(data_dir, val_rows):
     """The near-vertical Hough peaks (two narrow scans at the ends of [0, pi)) are exactly those of
     OpenCV's scan over the whole range kept within MAX_TILT of vertical, in the same order, on real edges."""
-
     tilt = np.deg2rad(MAX_TILT)
     peaks = 0
     for row in val_rows[:500:25]:
