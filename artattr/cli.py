@@ -75,7 +75,7 @@ def text(rec: dict) -> str:
 def decode_batch(preprocess, paths: list[Path], locate: bool) -> list[tuple]:
     """``(pixels, views, None)`` or ``(None, None, message)`` for each path: the model's uint8 views of
     the file and the views without their pictures (:meth:`artattr.preprocess.Preprocess.views`: the painting
-    found in it, or the whole picture and a cut-out for the model to confirm). Runs in the decoding
+    found in it, or the whole picture and up to two cut-outs for the model to confirm). Runs in the decoding
     processes, without torch."""
     decoded = []
     for path in paths:

@@ -40,7 +40,7 @@ class Preprocess:
     std: tuple[float, ...] = tuple(IMAGENET_STD)
     resample: str = "bilinear"
     #: the model can confirm a quad the locator is unsure of (it has an artwork head): :meth:`views`
-    #: then shows it both that quad and the whole image (:func:`artattr.output.pick` chooses). Out of the
+    #: then shows it the whole image and up to two cut-outs (:func:`artattr.output.pick` chooses). Out of the
     #: repr, which keys the trainer's feature cache: it changes no pixel.
     confirm: bool = field(default=False, repr=False)
 
@@ -71,7 +71,7 @@ class Preprocess:
 
     def views(self, image: ImageInput, locate: bool = True, maybe: bool | None = None) -> list[View]:
         """Decode an upload and what of it to show the model (:func:`artattr.locate.locate_views`): one
-        :class:`~artattr.locate.View`, or two when a cut-out needs the model to confirm it (``maybe``: by
+        :class:`~artattr.locate.View`, or more when cut-outs need the model to confirm them (``maybe``: by
         default :attr:`confirm`).
         Locating needs a larger decode than the model's input (a frame is a few pixels wide at 160 px):
         JPEGs then decode at ``DECODE_SIZE``, once. Pictures under ``MIN_SIDE`` px on a side are refused."""
