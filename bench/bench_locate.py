@@ -40,8 +40,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import artattr
-    from artattr.locate import DECODE_SIZE, _scorer, candidates, locate_views, rectify, score
-    from train.composite import patterned_wall, quad_iou, render_wall_photo
+    from artattr.locate import DECODE_SIZE, _scorer, candidates, locate_views, quad_iou, rectify, score
+    from train.composite import patterned_wall, render_wall_photo
 
     predictor = artattr.load("default")
     styles = predictor.labels["style"]

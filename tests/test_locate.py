@@ -18,10 +18,10 @@ from PIL import Image, ImageDraw
 from artattr.images import load_image
 from artattr.locate import (ANGLE_STEP, DECODE_SIZE, FEATURES, MAX_CANDIDATES, MAX_TILT, MAYBE, OWN_FEATURES, SIZES,
                             _edge_density, _lines, _relative, _scorer, _vertical_peaks, best_quad, candidates,
-                            find_painting, locate_views, odd_region, rectify, score, View)
+                            find_painting, locate_views, odd_region, quad_iou, rectify, score, View)
 from artattr.output import Output, pick
 from artattr.surface import surface_quad
-from train.composite import corners_to_box, patterned_wall, quad_iou, render_wall_photo
+from train.composite import corners_to_box, patterned_wall, render_wall_photo
 
 PHOTOS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "photos500"
 
@@ -395,6 +395,24 @@ def test_a_painting_found_in_the_photo_is_not_called_a_photo(predictor, data_dir
         assert out.crop is not None and quad_iou(out.crop * np.array(photo.size), quad) >= 0.9, f"seed {seed}"
         assert out.artwork_score < predictor.config.thresholds["artwork"], f"seed {seed}: the head no longer doubts it"
         assert not artattr.flags(out, predictor.config)["not_artwork"], f"seed {seed}"
+
+
+#: (seed, val row) of plain-wall photos whose best line quad clears the threshold but takes in the frame
+#: (IoU 0.75-0.84 with the painted surface), the painted surface being another candidate.
+FRAME_TAKEN_IN = [(141, 1075), (190, 2888), (359, 857)]
+
+
+def test_a_quad_that_took_in_the_frame_is_narrowed_to_the_painting(data_dir):
+    """artattr.locate.inside_frame: the learned localiser's region inside the quad, matched by a line
+    candidate, is the painted surface; the crop is that candidate (IoU >= 0.9 with the known placement)."""
+    for seed, row in FRAME_TAKEN_IN:
+        photo, quad = _wall_photo(data_dir, seed, row)
+        upload = load_image(_upload(photo), draft_size=DECODE_SIZE)
+        quads, features = candidates(upload)
+        scores, size = score(features), np.array(photo.size)
+        assert scores.max() >= _scorer()[1], f"seed {seed}: no longer cleared; pick other photos"
+        assert quad_iou(quads[scores.argmax()] * size, quad) < 0.85, f"seed {seed}: the frame is no longer taken in"
+        assert quad_iou(find_painting(upload) * size, quad) >= 0.9, f"seed {seed}"
 
 
 def test_predictor_and_cli_report_the_crop(predictor, painting, tmp_path):

@@ -1667,8 +1667,8 @@ def test_predictor_finds_the_painting_where_it_was_placed(predictor, data_dir, v
     """A phone photo rendered with a known placement (``train.composite``): ``run``, ``run_batch`` and
     ``predict`` report a crop that overlaps the true painted surface (IoU >= 0.9) and answer for the
     cut-out; asked not to locate, or built not to, they answer for the whole photo, with no crop."""
-    from artattr.locate import DECODE_SIZE, rectify
-    from train.composite import quad_iou, render_wall_photo
+    from artattr.locate import DECODE_SIZE, quad_iou, rectify
+    from train.composite import render_wall_photo
 
     photo, quad = render_wall_photo(Image.open(data_dir / val_rows[0]["path"]), np.random.default_rng(4), size=1024)
     buf = io.BytesIO()

@@ -48,14 +48,6 @@ def corners_to_box(quad: np.ndarray) -> tuple[int, int, int, int]:
             int(np.ceil(quad[:, 0].max())), int(np.ceil(quad[:, 1].max())))
 
 
-def quad_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two convex quads (same units), e.g. a located crop and the truth."""
-    a32, b32 = np.asarray(a, np.float32), np.asarray(b, np.float32)
-    inter, _ = cv2.intersectConvexConvex(a32, b32)
-    union = cv2.contourArea(a32) + cv2.contourArea(b32) - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
 def _smooth_noise(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray:
     """Low-frequency noise in [-1, 1] (uneven light, plaster, wood grain), upsampled from a coarse grid."""
     coarse = rng.uniform(-1, 1, (cells, cells)).astype(np.float32)

@@ -35,8 +35,8 @@ def wall_example(path: Path, backgrounds: list[Path], seed: list[int], size: int
     ``path`` (30 % on a real photo as the wall), passed through the upload path: JPEG bytes decoded at
     DECODE_SIZE. Its own ``seed``, so the photos do not depend on how many processes render them."""
     from artattr.images import load_image
-    from artattr.locate import DECODE_SIZE, candidates
-    from train.composite import quad_iou, render_wall_photo
+    from artattr.locate import DECODE_SIZE, candidates, quad_iou
+    from train.composite import render_wall_photo
 
     rng = np.random.default_rng(seed)
     background = Image.open(backgrounds[rng.integers(len(backgrounds))]) if rng.random() < 0.3 else None

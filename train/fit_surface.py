@@ -145,7 +145,7 @@ def train(net: SurfaceNet, x: np.ndarray, m: np.ndarray, epochs: int, batch: int
 def report(net: SurfaceNet, x: np.ndarray, m: np.ndarray, q: np.ndarray) -> dict:
     """Mask IoU on wall photos; quads found right (IoU >= 0.9) on wall photos and found at all elsewhere."""
     from artattr.surface import mask_quad
-    from train.composite import quad_iou
+    from artattr.locate import quad_iou
 
     with torch.inference_mode():
         p = torch.cat([torch.sigmoid(net(torch.from_numpy(x[k:k + 256]).float() / 255)) for k in range(0, len(x), 256)])
