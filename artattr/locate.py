@@ -526,27 +526,35 @@ def odd_region(image: Image.Image) -> np.ndarray | None:
 class View(NamedTuple):
     """One picture of an upload to show the model: the whole image (``corners`` None) or a cut-out, and for a
     maybe the log-odds ``gain`` over the whole image with which the artwork head must confirm it
-    (:func:`artattr.output.pick`; None: its default)."""
+    (:func:`artattr.output.pick`; None: its default), and whether it is the ``fallback``, taken unconfirmed
+    when no maybe is confirmed."""
 
     picture: Image.Image | None
     corners: np.ndarray | None
     gain: float | None = None
+    fallback: bool = False
 
 
-#: A quad from the learned localiser (:mod:`artattr.surface`) is taken when its cut-out scores as a painting
+#: A quad from the learned localiser (:mod:`artattr.surface`) is confirmed when its cut-out scores as a painting
 #: (:data:`artattr.output.CONFIRM_ARTWORK`) at least as much as the whole photo: the net was trained to find
 #: nothing in clean scans and everyday photos (it found a quad in 1 of 1,000 val scans and in 4 of the
 #: 100 photos500 images it never saw), so it needs less of the model's word than a borderline line quad.
+#: Unconfirmed, it is still the fallback (:func:`artattr.output.pick`): the whole photo of a small painting on
+#: a brick or panelled wall is answered right 18 % of the time (49 of 700 wall photos from a renderer of
+#: another hand), the net's quad far more often. Style top-1 on those 700 0.740 -> 0.761; on
+#: ``bench_locate``'s 300 unchanged (0.830); clean scans cropped as before; 8 of photos500's 500 get a crop
+#: (2 before), judged "not a painting" as if whole.
 SURFACE_GAIN = 0.0
 
 
 def locate_views(image: Image.Image, maybe: bool = False) -> list[View]:
     """What to show the model: the painted surface when a quad clears the threshold, else the whole image,
     and with ``maybe`` also, for the model to confirm in this order (:func:`artattr.output.pick`), the
-    learned localiser's quad (:func:`artattr.surface.surface_quad`) and the :func:`odd_region`, or when
-    there is none a best quad scoring from :data:`MAYBE` up. (The second maybe, taken only when the model
-    doubts the first, adds 0.3-2 points of style top-1 on wall photos, ``bench/bench_locate.py``'s and a
-    renderer of another hand's, and crops no more clean scans or everyday photos.)"""
+    learned localiser's quad (:func:`artattr.surface.surface_quad`; the fallback when none is confirmed) and
+    the :func:`odd_region`, or when there is none a best quad scoring from :data:`MAYBE` up. (The second
+    maybe, taken only when the model doubts the first, adds 0.3-2 points of style top-1 on wall photos,
+    ``bench/bench_locate.py``'s and a renderer of another hand's, and crops no more clean scans or everyday
+    photos.)"""
     from .surface import surface_quad
 
     corners, best = best_quad(image)
@@ -557,7 +565,7 @@ def locate_views(image: Image.Image, maybe: bool = False) -> list[View]:
         return views
     found = surface_quad(image)
     if found is not None:
-        views.append(View(rectify(image, found), found, SURFACE_GAIN))
+        views.append(View(rectify(image, found), found, SURFACE_GAIN, fallback=True))
     odd = odd_region(image)
     corners = odd if odd is not None else corners if best >= MAYBE else None
     if corners is not None:

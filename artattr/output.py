@@ -24,6 +24,9 @@ class Output:
     #: fractions of its width and height; None when the whole image was used
     crop: np.ndarray | None = None
     artwork_score: float | None = None  # P(painting) from the artwork head; None when the model has none
+    #: the crop is a frame-shaped quad the locator found, or a cut-out the artwork head confirmed: evidence of
+    #: a painting of its own (:func:`flags`)
+    framed: bool = False
 
 
 #: A maybe quad (:data:`artattr.locate.MAYBE`) is the painting when the model's artwork head gives its
@@ -35,7 +38,7 @@ class Output:
 #: scans 0.03 % more cropped, the same answers right.
 CONFIRM_ARTWORK = 0.9
 CONFIRM_GAIN = 2.0
-#: A painting the locator found in the upload (``Output.crop``) is called "not a painting" only when the
+#: A painting the locator found in the upload by its frame (``Output.framed``) is called "not a painting" only when the
 #: artwork head's odds are this many nats below its threshold's (0.307 -> 0.057 for the default). A
 #: frame-shaped quad clearing the locator's threshold is evidence of its own, which the head never sees:
 #: 2 of photos500's 500 everyday photos get one (both scoring far above the threshold), ~93 % of wall
@@ -49,16 +52,23 @@ def pick(outputs: list[Output], views: list) -> Output:
     """One upload's answer from those for its views (:class:`artattr.locate.View`, from
     :func:`artattr.locate.locate_views`): the only one, or the first maybe's the model confirms is the
     painting (a cut-out scoring at least CONFIRM_ARTWORK, with the view's gain in log-odds over the whole
-    image, by default CONFIRM_GAIN), else the whole image's."""
+    image, by default CONFIRM_GAIN), else the fallback's answers with the whole image's artwork score (whether
+    the upload is a painting at all is judged as if nothing were found), else the whole image's."""
     for output, view in zip(outputs, views):
         output.crop = view.corners
     whole = outputs[0]
+    whole.framed = whole.crop is not None  # one view: the quad the locator found, or the whole image
     if len(outputs) == 1 or whole.artwork_score is None:
         return whole
     for crop, view in zip(outputs[1:], views[1:]):
         need = CONFIRM_GAIN if view.gain is None else view.gain
         if (crop.artwork_score is not None and crop.artwork_score >= CONFIRM_ARTWORK
                 and _logit(crop.artwork_score) - _logit(whole.artwork_score) >= need):
+            crop.framed = True
+            return crop
+    for crop, view in zip(outputs[1:], views[1:]):
+        if view.fallback:
+            crop.artwork_score = whole.artwork_score
             return crop
     return whole
 
@@ -125,7 +135,7 @@ def flags(output: Output, config: ModelConfig) -> dict:
     """What may be trusted in ``output``, as the CLI's JSON and the app state it:
 
     ``not_artwork`` (the artwork score is below ``thresholds["artwork"]``, or ``FRAMED_GAIN`` lower in log
-    odds when the painting was found in the upload), ``artwork_score``,
+    odds when the painting was found in the upload by its frame: ``Output.framed``), ``artwork_score``,
     ``unknown_artist`` (with its ``unknown_artist_score``) and ``uncertain``, the tasks whose top
     probability is below that task's threshold. A checkpoint without fitted thresholds never says
     "not a painting", calls the artist unknown when "other" is the top answer, and is "not sure"
@@ -134,7 +144,7 @@ def flags(output: Output, config: ModelConfig) -> dict:
     score = output.artwork_score
     not_artwork = False
     if score is not None and "artwork" in th:
-        cut = float(th["artwork"]) if output.crop is None else _sigmoid(_logit(th["artwork"]) - FRAMED_GAIN)
+        cut = _sigmoid(_logit(th["artwork"]) - FRAMED_GAIN) if output.framed else float(th["artwork"])
         not_artwork = score < cut
     unknown = unknown_score(output, config)
     if unknown is None:

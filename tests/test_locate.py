@@ -104,10 +104,10 @@ def test_a_small_painting_on_a_brick_wall_is_offered_by_its_colours_and_by_the_n
     photo's border lacks is the framed painting (IoU >= 0.85 with the box it was pasted in: it is found on a
     128 px copy, 5 px of the wall to a pixel); the learned localiser (artattr.surface, which never saw this
     wall) marks the painted surface itself on at least 7 of the 10 (IoU >= 0.8: a 128 px mask). The model
-    is asked about them, and what it takes is the painting (IoU >= 0.75 with the painted or the framed box,
-    as on the busy walls below: a rough outline may take in some frame), on at least 6 of the 10; the others
-    stay whole."""
-    marked = taken = 0
+    is asked about them, and takes the painting on at least 8 of the 10 (the net's quad when the model doubts
+    every maybe: artattr.output.pick's fallback): IoU >= 0.75 with the painted or the framed box (as on the
+    busy walls below: a rough outline may take in some frame) on at least 8, >= 0.7 on every one."""
+    marked, taken = 0, []
     for k, row in enumerate(val_rows[:10]):
         wall = _brick_wall()
         left, top = 80 + 37 * k, 60 + 29 * k
@@ -122,9 +122,10 @@ def test_a_small_painting_on_a_brick_wall_is_offered_by_its_colours_and_by_the_n
         views = locate_views(wall, maybe=True)
         assert views[0].corners is None and len(views) >= 2, row["path"]
         crop = predictor.run(wall).crop
-        taken += crop is not None
-        assert crop is None or max(quad_iou(crop * np.array(wall.size), q) for q in (painted, framed)) >= 0.75, row["path"]
-    assert marked >= 7 and taken >= 6, (marked, taken)
+        if crop is not None:
+            taken.append(max(quad_iou(crop * np.array(wall.size), q) for q in (painted, framed)))
+            assert taken[-1] >= 0.7, row["path"]
+    assert marked >= 7 and len(taken) >= 8 and sum(iou >= 0.75 for iou in taken) >= 8, (marked, taken)
 
 
 @pytest.mark.parametrize("box, offered", [((50, 60, 110, 100), True), ((20, 80, 125, 85), False)])
@@ -301,8 +302,8 @@ def test_clean_scans_are_left_whole(predictor, data_dir, val_rows):
 
 
 def test_everyday_photos_are_not_cut_into_paintings(predictor):
-    """Real non-paintings (photos500): at most 5 % get a crop, even with the model asked about the maybes,
-    so the "not a painting" check still sees them whole."""
+    """Real non-paintings (photos500): at most 5 % get a crop, even with the model asked about the maybes
+    and the learned localiser's quad taken unconfirmed (judged "not a painting" as if whole: test_trust)."""
     paths = sorted((PHOTOS / "images").glob("*.jpg"))[::5]
     if not paths:
         pytest.skip(f"photos500 not found at {PHOTOS}")
@@ -335,6 +336,23 @@ def test_a_maybe_quad_is_taken_when_the_model_confirms_it_by_hand():
     assert pick([_output(0.5), _output(0.95), _output(0.99)], both).crop is quad    # the first confirmed
     assert pick([_output(0.5), _output(0.89), _output(0.95)], both).crop is other   # 19 >= 7.39 x 1
     assert pick([_output(0.75), _output(0.89), _output(0.95)], both).crop is None   # 19 < 22.2
+    assert pick([_output(0.2)], [View(None, quad)]).framed                          # found by its frame
+    assert pick([_output(0.5), _output(0.95)], views).framed                        # confirmed
+
+
+def test_the_learned_localisers_quad_is_the_fallback_by_hand():
+    """When no maybe is confirmed, the answers are the fallback view's (the learned localiser's quad), with the
+    whole photo's artwork score and not framed: "not a painting" is judged as if nothing were found."""
+    quad = np.array([[0.2, 0.2], [0.8, 0.2], [0.8, 0.8], [0.2, 0.8]])
+    other = np.array([[0.1, 0.1], [0.9, 0.1], [0.9, 0.9], [0.1, 0.9]])
+    views = [View(None, None), View(None, quad, 0.0, fallback=True), View(None, other)]
+    whole, net, odd = _output(0.2), _output(0.6), _output(0.3)
+    net.probs = {"style": np.array([0.1, 0.9])}
+    taken = pick([whole, net, odd], views)
+    assert taken.crop is quad and taken.probs["style"][1] == 0.9 and taken.artwork_score == 0.2 and not taken.framed
+    assert pick([_output(0.5), _output(0.6), _output(0.95)], views).crop is other    # a confirmed maybe first
+    assert pick([_output(0.5), _output(0.95), _output(0.99)], views).framed          # the net's, confirmed
+    assert pick([_output(0.5), _output(0.6)], [View(None, None), View(None, other)]).crop is None  # no fallback
 
 
 #: Seeded wall photos on photos500 backgrounds (seed, val row, background: photos500[::5][seed % 100]) whose best
@@ -490,8 +508,8 @@ def test_cli_batches_give_each_file_its_own_answer(predictor, data_dir, painting
     """The CLI's pipeline (decoding processes, forward passes side by side on one torch thread each)
     over more batches than are answered at once, with the model loaded or loaded by the pipeline:
     every file in input order, each with the answers and crop it gets alone (also a scan enlarged to
-    960 px, which locating decodes larger than the model's input, and two photos whose best quad is a
-    maybe, one taken, one not); torch's threads as before."""
+    960 px, which locating decodes larger than the model's input, and two pictures with maybes: a wall
+    photo's taken, a scan's refused); torch's threads as before."""
     import torch
 
     from artattr.cli import run_batches
@@ -499,11 +517,10 @@ def test_cli_batches_give_each_file_its_own_answer(predictor, data_dir, painting
     photo, _ = _framed(painting_paths[0])
     (tmp_path / "wall.jpg").write_bytes(_upload(photo))
     (tmp_path / "large.jpg").write_bytes(_upload(Image.open(painting_paths[9]).resize((960, 720))))
-    taken, refused = MAYBES[0], MAYBES[4]
-    for seed, row, _ in (taken, refused):
-        (tmp_path / f"busy{seed}.jpg").write_bytes(_upload(_busy_wall(data_dir, seed, row)[0]))
-    paths = [painting_paths[1], tmp_path / "wall.jpg", bad_files["notes.txt"], tmp_path / f"busy{taken[0]}.jpg",
-             *painting_paths[2:6], tmp_path / f"busy{refused[0]}.jpg", *painting_paths[6:9], tmp_path / "large.jpg"]
+    seed, row, _ = MAYBES[0]
+    (tmp_path / "busy.jpg").write_bytes(_upload(_busy_wall(data_dir, seed, row)[0]))
+    paths = [painting_paths[1], tmp_path / "wall.jpg", bad_files["notes.txt"], tmp_path / "busy.jpg",
+             *painting_paths[2:9], tmp_path / "large.jpg"]
     threads = torch.get_num_threads()
     results = list(run_batches(predictor if loaded else "default", paths, batch_size=2, locate=locate))
     assert torch.get_num_threads() == threads
@@ -515,4 +532,6 @@ def test_cli_batches_give_each_file_its_own_answer(predictor, data_dir, painting
         np.testing.assert_allclose(output.probs["style"], alone.probs["style"], atol=1e-5)
         assert (output.crop is None) == (alone.crop is None)
     assert (results[1][1].crop is not None) == locate
-    assert (results[3][1].crop is not None) == locate and results[8][1].crop is None
+    assert (results[3][1].crop is not None) == locate and results[4][1].crop is None
+    if locate:  # painting_paths[2]: a scan whose best quad is a maybe the model refuses
+        assert len(locate_views(load_image(paths[4], draft_size=DECODE_SIZE), maybe=True)) == 2

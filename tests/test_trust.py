@@ -102,11 +102,15 @@ def test_flags_from_hand_made_outputs():
     assert f["not_artwork"] and f["unknown_artist"] and f["uncertain"] == ["style", "artist"]
     no_head = artattr.flags(artattr.Output({"style": np.array([0.8, 0.2])}, None, None), config)
     assert no_head["not_artwork"] is False and no_head["artwork_score"] is None
-    # a painting the locator found in the upload: flagged only below odds (0.4 / 0.6) * e^-2, p = 0.0828
+    # a painting the locator found in the upload by its frame: flagged only below odds (0.4 / 0.6) * e^-2, p = 0.0828
     corners = np.array([[0.1, 0.1], [0.9, 0.1], [0.9, 0.9], [0.1, 0.9]])
     for score, flagged in ((0.3, False), (0.084, False), (0.081, True)):
-        found = artattr.Output(doubt.probs, None, None, crop=corners, artwork_score=score)
+        found = artattr.Output(doubt.probs, None, None, crop=corners, artwork_score=score, framed=True)
         assert artattr.flags(found, config)["not_artwork"] is flagged
+    # a cut-out taken on the learned localiser's word alone (artattr.output.pick's fallback): the usual 0.4
+    for score, flagged in ((0.41, False), (0.39, True), (0.084, True)):
+        taken = artattr.Output(doubt.probs, None, None, crop=corners, artwork_score=score)
+        assert artattr.flags(taken, config)["not_artwork"] is flagged
 
 
 @pytest.mark.parametrize("bad", [{"artwork": 1.5}, {"artwork": "0.5"}, {"uncertain": {"style": -0.1}},
