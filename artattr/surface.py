@@ -6,11 +6,12 @@ quad is never proposed. A tiny U-Net trained on synthetic wall photos (``python 
 train-split paintings framed on plain, patterned and photographed walls, against clean scans and
 everyday photos) marks the painted surface from what it looks like — busy and varied inside, frame and
 wall around — and :func:`surface_quad` turns its mask into corners. The locator offers that quad to
-the model as a maybe (:func:`artattr.locate.locate_views`). On 500 wall photos from a renderer of another
-hand, 56 % of its quads have IoU >= 0.9 with the painted surface and 93 % IoU >= 0.7. Neither snapping
-them to a line-based candidate that agrees nor a mirrored second pass with the quad fitted to a 3x finer
-mask helped: the second pass lifts IoU >= 0.9 to 62 %, but style top-1 on those photos and on
-``bench/bench_locate.py``'s went down by 0.5-1 point.
+the model as a maybe, taken as the fallback when the model confirms none (:func:`artattr.locate.locate_views`),
+and uses it to tell a frame's moulding from the canvas edge (:func:`artattr.locate.inside_frame`). On 500
+wall photos from a renderer of another hand, 56 % of its quads have IoU >= 0.9 with the painted surface and
+93 % IoU >= 0.7. Neither snapping a maybe quad to a line-based candidate that agrees nor a mirrored second
+pass with the quad fitted to a 3x finer mask helped: the second pass lifts IoU >= 0.9 to 62 %, but style
+top-1 on those photos and on ``bench/bench_locate.py``'s went down by 0.5-1 point.
 
 The net lives beside this file as ONNX (``surface.onnx``: a graph and its weights, no pickle), run by
 OpenCV's DNN module (~2.5 ms on 2 cores), loaded on first use.
