@@ -442,17 +442,18 @@ def inside_frame(image: Image.Image, corners: np.ndarray, quads: np.ndarray) -> 
     could match (on 72 % of the wall photos above whose quad cleared)."""
     from .surface import surface_quad
 
-    share = _area(quads) / _area(corners[None])[0]
+    outer = _area(corners[None])[0]
+    share = _area(quads) / outer
     low, high = corners.min(axis=0), corners.max(axis=0)
     slack = 0.05 * (high - low)
     within = ((quads.min(axis=1) >= low - slack) & (quads.max(axis=1) <= high + slack)).all(axis=1)
-    inner = quads[within & (share >= INNER_AREA[0] * INNER_SNAP) & (share <= 0.98)]
+    inner = quads[within & (share >= INNER_AREA[0] * INNER_SNAP) & (share <= 0.98)]  # 0.98: not the quad itself
     found = surface_quad(image) if len(inner) else None
     if found is None:
         return corners
     area = _area(found[None])[0]
     held = _cv2().intersectConvexConvex(found.astype(np.float32), np.asarray(corners, np.float32))[0]
-    if not INNER_AREA[0] <= area / _area(corners[None])[0] <= INNER_AREA[1] or held < INNER_HELD * area:
+    if not INNER_AREA[0] <= area / outer <= INNER_AREA[1] or held < INNER_HELD * area:
         return corners
     ious = [quad_iou(quad, found) for quad in inner]
     best = int(np.argmax(ious))
