@@ -79,6 +79,8 @@ class FitArgs:
     color_jitter: float = 0.0            # off by default: colour is evidence of style
     wall_photos: float = 0.0             # cached: share of samples seen as a phone photo of the painting on a
                                          # wall (train.composite), cut out by the locator as uploads are
+    relit_photos: float = 0.0            # cached: share of those photos taken under harder light
+                                         # (train.composite.relight: gallery light, glare, a soft lens)
     photo_views: float = 0.0             # full: share of training images seen as the painting cut out of a
                                          # phone photo (train.composite.photo_view), new each epoch
     ema_decay: float = 0.0               # EMA of weights (e.g. 0.999); evaluation and checkpoints use it
@@ -104,6 +106,9 @@ class FitArgs:
         if not 0 <= self.wall_photos <= 1 or (self.wall_photos and self.recipe != "cached"):
             raise ConfigError(f"wall_photos: a share from 0 to 1, for recipe 'cached' (got {self.wall_photos} "
                               f"with recipe {self.recipe!r})")
+        if not 0 <= self.relit_photos <= 1 or (self.relit_photos and not self.wall_photos):
+            raise ConfigError(f"relit_photos: a share from 0 to 1 of the wall photos, which need wall_photos > 0 "
+                              f"(got {self.relit_photos} with wall_photos {self.wall_photos})")
         if not 0 <= self.photo_views <= 1 or (self.photo_views and (self.recipe != "full" or self.u8_cache)):
             raise ConfigError(f"photo_views: a share from 0 to 1, for recipe 'full' without u8_cache (it decodes each "
                               f"epoch anew; got {self.photo_views} with recipe {self.recipe!r}, u8_cache {self.u8_cache})")

@@ -34,10 +34,11 @@ from artattr.locate import locate_painting
 from artattr.preprocess import Preprocess
 
 from .args import ConfigError
+from .composite import relight
 from .data import ImageRows, Row, Vocab
 from .dist import Dist
 from .feeds import Feed, epoch_gen, shard
-from .trust_views import wall_photo
+from .trust_views import wall_photo_and_quad
 
 
 def lite_parts(model: nn.Module, k: int) -> tuple[nn.Module, nn.Module]:
@@ -48,10 +49,16 @@ def lite_parts(model: nn.Module, k: int) -> tuple[nn.Module, nn.Module]:
     return trunk, top
 
 
-def wall_photo_view(painting: Image.Image, i: int, seed: int = 0) -> Image.Image:
+def wall_photo_view(painting: Image.Image, i: int, seed: int = 0, relit: float = 0.0) -> Image.Image:
     """What the model gets from a phone photo of ``painting`` on a wall (row ``i``'s own, reproducible
-    one): the painted surface the locator cuts out of it, or the whole photo when it finds none."""
-    return locate_painting(wall_photo(painting, np.random.default_rng((seed, i))))[0]
+    one): the painted surface the locator cuts out of it, or the whole photo when it finds none. A ``relit``
+    share of the photos is taken under harder light (:func:`train.composite.relight`), drawn from a stream
+    of its own so that the photos themselves stay those of ``relit`` 0."""
+    photo, quad = wall_photo_and_quad(painting, np.random.default_rng((seed, i)))
+    light = np.random.default_rng((seed, i, 1))
+    if light.random() < relit:
+        photo = relight(photo, light, quad)
+    return locate_painting(photo)[0]
 
 
 @torch.inference_mode()
@@ -107,16 +114,17 @@ def cached_feed(args, train_rows: list[Row], val_rows: list[Row], vocab: Vocab, 
     key = hashlib.sha1(json.dumps([args.data, args.architecture, repr(preprocess), args.frozen_blocks, args.split,
                                    args.limit, len(train_rows)]).encode()).hexdigest()[:12]
     cache = Path(args.cache_dir).expanduser() / key
+    photos_file = f"wall_photos_{args.seed}" + (f"_relit{args.relit_photos:g}" if args.relit_photos else "") + ".pt"
     if d.main:
         cache_features(trunk, ImageRows(train_rows, vocab, preprocess), cache / "train.pt", True, "train")
         cache_features(trunk, ImageRows(val_rows, vocab, preprocess), cache / "val.pt", False, "val")
         if args.wall_photos:
-            view = functools.partial(wall_photo_view, seed=args.seed)
-            cache_features(trunk, ImageRows(train_rows, vocab, preprocess, view=view), cache / f"wall_photos_{args.seed}.pt",
+            view = functools.partial(wall_photo_view, seed=args.seed, relit=args.relit_photos)
+            cache_features(trunk, ImageRows(train_rows, vocab, preprocess, view=view), cache / photos_file,
                            False, "train wall photos", workers=max(1, args.workers))
     d.barrier()
     tr, va = torch.load(cache / "train.pt"), torch.load(cache / "val.pt")
-    photos = torch.load(cache / f"wall_photos_{args.seed}.pt") if args.wall_photos else None
+    photos = torch.load(cache / photos_file) if args.wall_photos else None
     n, bs = len(train_rows), args.batch_size
 
     def batches(epoch: int, train: bool):

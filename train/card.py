@@ -26,6 +26,7 @@ def describe(args) -> str:
             f"ArcFace ({args.arcface_task}, weight {args.arcface_weight}) embeddings"
             + (f", EMA {args.ema_decay}" if args.ema_decay else "")
             + (f", {args.wall_photos:.0%} of samples seen as phone photos on a wall cut out by the painting locator"
+               + (f" ({args.relit_photos:.0%} of them under harder light)" if args.relit_photos else "")
                if args.wall_photos else "") + ". Metrics are on the val rows with calibrated "
             "probabilities; `artist_known` counts only paintings by artists the model has as classes "
             f"(>= {args.min_artist_images} training images), the rest are labelled `other`.")

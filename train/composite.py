@@ -232,3 +232,63 @@ def photo_view(painting: Image.Image, rng: np.random.Generator, decode: int = DE
                                borderMode=cv2.BORDER_CONSTANT, borderValue=tuple(map(float, frame)))
     small = max(1, round(side * decode / 1024))
     return _camera(view, rng, 1024).resize((small, small), Image.BILINEAR, reducing_gap=3.0)
+
+
+def _frame_shadow(rng: np.random.Generator, quad: np.ndarray, W: int, H: int) -> np.ndarray:
+    """How much light (0-1) the frame takes from each pixel of a ``W`` x ``H`` photo: a soft-edged band along
+    the top of the painted surface ``quad`` and a narrower one along its left or right side."""
+    n = 128
+    v = (np.arange(n, dtype=np.float32) + 0.5) / n
+    top = rng.uniform(0.02, 0.3)
+    side = rng.uniform(0, 0.6) * top
+    band = lambda depth, t: np.clip((depth - t) / (0.4 * depth + 1e-3) + 0.5, 0, 1)  # noqa: E731
+    cols = band(side, v if rng.random() < 0.5 else v[::-1])
+    shade = rng.uniform(0.25, 0.65) * np.maximum(band(top, v)[:, None], cols[None, :])
+    square = np.array([[0, 0], [n, 0], [n, n], [0, n]], np.float32)
+    return cv2.warpPerspective(shade, cv2.getPerspectiveTransform(square, quad), (W, H), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def relight(photo: Image.Image, rng: np.random.Generator, quad: np.ndarray | None = None) -> Image.Image:
+    """``photo`` taken again under harder conditions than :func:`render_wall_photo`'s camera draws: light from
+    above that leaves a band of the frame's shadow along the top and one side of the painted surface
+    (``quad``, photo pixels as :func:`render_wall_photo` returns it; up to 30 % of its height under a deep
+    frame), a gallery's dim or tungsten light that the phone's white balance half corrects (up to ~20 % warm or cool, a slight
+    green or magenta tint), an exposure one stop under to half a stop over, light falling off across the
+    wall (a picture light, a window) and towards the corners, veiling glare from glass or varnish that lifts
+    the shadows, a lens that is a little soft or a hand that shook, the phone's sharpening, more noise where
+    it is darker, and a second JPEG. Each alone costs the classifier little; together, on the same painting,
+    they are how a photo of it differs most from its scan. Deterministic for a given ``rng`` state."""
+    img = np.asarray(photo.convert("RGB"), dtype=np.float32) / 255
+    H, W = img.shape[:2]
+    size = max(H, W)
+    if quad is not None and rng.random() < 0.7:
+        img = img * (1 - _frame_shadow(rng, np.asarray(quad, np.float32), W, H))[..., None]
+    y, x = np.mgrid[0:H, 0:W].astype(np.float32)
+    y, x = y / H - 0.5, x / W - 0.5
+    light = 1 + rng.uniform(-0.3, 0.3) * x + rng.uniform(-0.4, 0.3) * y
+    if rng.random() < 0.5:  # a lamp or window off to one side
+        cy, cx, r = rng.uniform(-0.7, 0.3), rng.uniform(-0.6, 0.6), rng.uniform(0.2, 0.6)
+        light = light + rng.uniform(0.1, 0.4) * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * r * r))
+    light = light * (1 - rng.uniform(0, 0.4) * (x * x + y * y) * 2)  # vignetting: corners 0-40 % darker
+    warm = rng.uniform(-1, 1)
+    gains = np.array([1 + 0.18 * warm, 1 + rng.uniform(-0.04, 0.04), 1 - 0.22 * warm], np.float32)
+    img = img * (light[..., None] * gains * np.exp2(rng.uniform(-1, 0.5)))
+    haze = rng.uniform(0, 0.15)
+    img = img * (1 - haze) + haze * img.mean((0, 1))
+    k = rng.random()
+    if k < 0.15:  # camera shake: a short line in any direction
+        n = max(3, int(rng.uniform(0.002, 0.008) * size)) | 1
+        kernel = np.zeros((n, n), np.float32)
+        kernel[n // 2] = 1
+        kernel = cv2.warpAffine(kernel, cv2.getRotationMatrix2D(((n - 1) / 2, (n - 1) / 2), rng.uniform(0, 180), 1), (n, n))
+        img = cv2.filter2D(img, -1, kernel / kernel.sum())
+    elif k < 0.6:
+        img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.3, 2.5) * size / 1024)
+    if rng.random() < 0.5:
+        img = img + rng.uniform(0.2, 0.8) * (img - cv2.GaussianBlur(img, (0, 0), 1.2))
+    img = img + rng.uniform(0.002, 0.02) * np.sqrt(np.clip(img, 0, 1)) * rng.standard_normal(img.shape).astype(np.float32)
+    img = np.where(img > 0.8, 0.8 + 0.2 * (1 - np.exp(-(img - 0.8) / 0.2)), img)  # highlights roll off, not clip
+    buf = io.BytesIO()
+    Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)).save(buf, "JPEG", quality=int(rng.integers(50, 91)))
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")

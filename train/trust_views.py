@@ -29,10 +29,15 @@ def _jpeg(img: Image.Image, quality: int) -> Image.Image:
     return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
 
 
-def wall_photo(painting: Image.Image, rng: np.random.Generator) -> Image.Image:
+def wall_photo_and_quad(painting: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, np.ndarray]:
     """A phone photo of ``painting`` framed on a wall (:func:`train.composite.render_wall_photo`), at
-    a size that still holds more detail than the locator's decode."""
-    return render_wall_photo(painting, rng, size=int(rng.integers(400, 640)))[0]
+    a size that still holds more detail than the locator's decode, and the painted surface's corners in it."""
+    return render_wall_photo(painting, rng, size=int(rng.integers(400, 640)))
+
+
+def wall_photo(painting: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """The photo of :func:`wall_photo_and_quad`."""
+    return wall_photo_and_quad(painting, rng)[0]
 
 
 def degraded_scan(painting: Image.Image, rng: np.random.Generator) -> Image.Image:
