@@ -12,6 +12,7 @@ COMMANDS = {
     "gallery": ("train.gallery", "build the explorer gallery inside a checkpoint folder"),
     "trust": ("train.trust", "fit the not-a-painting head, temperatures and trust thresholds of a checkpoint"),
     "models": ("train.models_table", "list the architectures with their measured numbers"),
+    "soup": ("train.soup", "average the weights of two runs from the same start (robust fine-tuning, WiSE-FT)"),
     "names": ("train.display_names", "write the reviewed label display names into a checkpoint's config.json"),
     "locate": ("train.fit_locate", "fit the painting locator's scorer on synthetic wall photos (artattr/locate.json)"),
     "surface": ("train.fit_surface", "train the learned painting localiser on synthetic wall photos (artattr/surface.safetensors)"),
