@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 import torch
 from huggingface_hub import ModelCard
-from PIL import Image
+from PIL import Image, ImageFilter
 from safetensors.torch import load_file
 from sklearn.metrics import f1_score
 
 import artattr
 from artattr.images import load_image
 from train.evaluate import main as evaluate_main
+from train.__main__ import main as run_train
 from train.fit import ConfigError, main as fit_main, make_args, parse_args, run
 
 STYLES = 4
@@ -270,14 +271,16 @@ def test_wall_photo_view_is_the_painting_cut_out_of_a_photo(data_dir):
     with (data_dir / "metadata.csv").open(newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["split"] == "val"][:12]
     grey = lambda im: np.asarray(im.convert("L").resize((32, 32), Image.BILINEAR), float).ravel()  # noqa: E731
-    views, photos = [], []
+    views, photos, relit = [], [], []
     for i, row in enumerate(rows):
         painting = load_image(data_dir / row["path"])
         view = wall_photo_view(painting, i, seed=5)
         assert np.array_equal(np.asarray(view), np.asarray(wall_photo_view(painting, i, seed=5)))  # reproducible
         views.append(np.corrcoef(grey(painting), grey(view))[0, 1])
         photos.append(np.corrcoef(grey(painting), grey(wall_photo(painting, np.random.default_rng((5, i)))))[0, 1])
+        relit.append(np.corrcoef(grey(painting), grey(wall_photo_view(painting, i, seed=5, relit=1.0)))[0, 1])
     assert np.median(views) > 0.6 and np.median(photos) < 0.2  # (the locator keeps a few photos whole)
+    assert np.median(relit) > 0.5  # under harder light, still the painting
 
 
 def test_wall_photos_replace_the_scan_in_their_share_of_samples(tiny_data, tmp_path):
@@ -312,6 +315,38 @@ def test_wall_photos_need_the_cached_recipe():
         make_args({"recipe": "full", "wall_photos": 0.3})
     with pytest.raises(ConfigError, match="wall_photos"):
         make_args({"recipe": "cached", "wall_photos": 1.5})
+    with pytest.raises(ConfigError, match="relit_photos"):
+        make_args({"recipe": "cached", "relit_photos": 0.5})  # of no wall photos
+    with pytest.raises(ConfigError, match="relit_photos"):
+        make_args({"recipe": "cached", "wall_photos": 0.3, "relit_photos": -0.1})
+
+
+def test_frame_shadow_darkens_the_top_of_the_painted_surface_only():
+    """Light from above: the frame's shadow falls inside the painted surface, along its top edge and at most
+    into its upper 40 % (depth <= 0.3, soft edge 0.4 of it), its side band at most 22 % in (depth <= 0.18);
+    outside the quad and low in it, no shadow."""
+    from train.composite import _frame_shadow
+
+    quad = np.array([[100, 50], [300, 50], [300, 250], [100, 250]], np.float32)  # a 200 px square at (100, 50)
+    for seed in range(20):
+        shade = _frame_shadow(np.random.default_rng(seed), quad, 400, 300)
+        assert shade.shape == (300, 400) and shade.min() >= 0 and shade.max() <= 0.65
+        assert shade[:48].max() == 0 and shade[252:].max() == 0 and shade[:, :98].max() == 0 and shade[:, 302:].max() == 0
+        assert shade[52, 200] > 0.1  # just inside the top edge
+        assert shade[50 + 81:248, 100 + 45:300 - 45].max() == 0  # below 40 %, away from the side band (< 22 %)
+
+
+def test_relight_is_a_reproducible_harder_photo_of_the_same_scene(data_dir, val_rows):
+    """Same size, the same for the same random state, other for another; the scene stays where it was (its
+    edges correlate with the original's)."""
+    from train.composite import relight
+
+    photo = load_image(data_dir / val_rows[0]["path"]).resize((320, 240))
+    a, b = relight(photo, np.random.default_rng(1)), relight(photo, np.random.default_rng(1))
+    assert a.size == photo.size and a.mode == "RGB" and np.array_equal(np.asarray(a), np.asarray(b))
+    assert not np.array_equal(np.asarray(a), np.asarray(relight(photo, np.random.default_rng(2))))
+    edges = lambda im: np.asarray(im.convert("L").filter(ImageFilter.FIND_EDGES), float).ravel()  # noqa: E731
+    assert np.corrcoef(edges(photo), edges(a))[0, 1] > 0.3
 
 
 def test_photo_view_is_the_painting_as_a_phone_shows_it(data_dir):
@@ -513,3 +548,35 @@ def test_gallery_embeds_rows_of_every_source_like_the_predictor(three_sources, p
     for row, out in zip(rows, outputs, strict=True):  # ROOT/val/STYLE/{index in val}.jpg
         w = predictor.run(str(data_dir / val[int(Path(row.path).stem)]["path"]), locate=False).embedding
         np.testing.assert_allclose(out.embedding, w, atol=1e-5, err_msg=row.path)
+
+
+def test_soup_averages_two_runs_weights(tmp_path):
+    """`train soup A B --weight 0.25`: every float tensor is 0.75 A + 0.25 B, worked out here from the two
+    files (the first's extra artwork head is left out); runs of other labels are refused."""
+    from artattr.checkpoint import ModelConfig, save_checkpoint
+
+    tasks = {"style": ["Baroque", "Cubism"], "genre": ["landscape", "portrait"]}
+    folders = []
+    for seed, artwork in ((0, True), (1, False)):
+        torch.manual_seed(seed)
+        model = artattr.create_model("efficientnet_lite0", tasks=tasks, pretrained=False, artwork_head=artwork)
+        config = ModelConfig(architecture="efficientnet_lite0", tasks=tasks, input_size=64, mean=[0.5] * 3,
+                             std=[0.5] * 3, model_args={"artwork_head": True} if artwork else {})
+        folders.append(save_checkpoint(model, config, tmp_path / f"run{seed}"))
+    a, b = (load_file(str(f / "model.safetensors")) for f in folders)
+    assert "artwork.weight" in a and "artwork.weight" not in b
+    assert run_train(["soup", str(folders[0]), str(folders[1]), "--weight", "0.25", "--out", str(tmp_path / "soup")]) == 0
+    mixed = load_file(str(tmp_path / "soup" / "model.safetensors"))
+    assert set(mixed) == set(b)
+    for key in ("heads.style.weight", "embedding.weight", "backbone.conv_stem.weight", "backbone.bn1.running_var"):
+        expected = 0.75 * a[key].numpy().astype(np.float64) + 0.25 * b[key].numpy().astype(np.float64)
+        assert np.allclose(mixed[key].float().numpy(), expected, rtol=1e-3, atol=1e-3), key
+    assert artattr.load(tmp_path / "soup").config.tasks == tasks
+    other = ModelConfig(architecture="efficientnet_lite0", tasks={"style": ["Baroque", "Rococo"]}, input_size=64,
+                        mean=[0.5] * 3, std=[0.5] * 3)
+    save_checkpoint(artattr.create_model("efficientnet_lite0", tasks=other.tasks, pretrained=False), other, tmp_path / "x")
+    with pytest.raises(SystemExit):
+        run_train(["soup", str(folders[0]), str(tmp_path / "x"), "--weight", "0.5", "--out", str(tmp_path / "bad")])
+    with pytest.raises(SystemExit):
+        run_train(["soup", str(folders[0]), str(folders[1]), "--weight", "1.5", "--out", str(tmp_path / "bad")])
+    assert not (tmp_path / "bad").exists()
